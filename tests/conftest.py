@@ -1,0 +1,31 @@
+import os
+from pathlib import Path
+
+import pyro
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared data directory (``LNF_DATA_DIR``, as CI sets it, else ``../shared/data``)."""
+    path = Path(os.environ.get("LNF_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    if not path.is_dir():
+        pytest.skip(f"data directory {path} not present")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _fresh_pyro_state():
+    """Every test starts with an empty parameter store and a fixed seed."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    yield
+    pyro.clear_param_store()
+
+
+def pytest_configure(config):
+    # Two cores on CI: more threads than cores only adds contention.
+    torch.set_num_threads(min(2, torch.get_num_threads()))
