@@ -243,35 +243,44 @@ class TemporalFlow(nn.Module):
 
     # ------------------------------------------------------------------ the two directions
 
-    def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
-        r"""Per-step :math:`\log \mathcal{N}(\epsilon_t) + \log|\partial\epsilon_t/\partial z_t|`.
+    def noise(self, z: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        r"""The data -> noise map: :math:`\epsilon_t = F(z_t; h_t)` and per-step log-dets.
 
         :param z: ``(N, T, H)``.
         :param lengths: ``(N,)`` on the device of the module.
-        :returns: ``(N, T)``; padded steps hold finite values for the caller to mask.
+        :returns: eps ``(N, T, H)`` and :math:`\log|\det \partial\epsilon_t/\partial z_t|`
+            ``(N, T)``; padded steps hold finite values for the caller to mask.
         """
         T = z.shape[1]
         features = self._length_features(lengths, T + 1)
         if self.kind == "iaf":
-            return self._log_prob_sequential(z, features)
+            return self._noise_sequential(z, features)
         if self.kind == "af":
             context = self._contexts(z, features)
         else:
             context = self.context_dropout(features[:, :T])
-        eps, log_det = self._to_noise(z, context)
-        return _standard_normal_log_prob(eps) + log_det
+        return self._to_noise(z, context)
 
-    def _log_prob_sequential(self, z: Tensor, features: Tensor) -> Tensor:
+    def _noise_sequential(self, z: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """IAF in time: eps_t needs h_t, which needs eps_{<t}, so walk forward in t."""
         T = z.shape[1]
         h, state = self._lstm_start(features[:, 0])
-        terms = []
+        eps, log_dets = [], []
         for t in range(T):
             eps_t, log_det = self._to_noise(z[:, t], h)
-            terms.append(_standard_normal_log_prob(eps_t) + log_det)
+            eps.append(eps_t)
+            log_dets.append(log_det)
             if t + 1 < T:
                 h, state = self._lstm_step(eps_t, features[:, t + 1], state)
-        return torch.stack(terms, 1)
+        return torch.stack(eps, 1), torch.stack(log_dets, 1)
+
+    def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
+        r"""Per-step :math:`\log \mathcal{N}(\epsilon_t) + \log|\det \partial\epsilon_t/\partial z_t|`, ``(N, T)``.
+
+        One parallel pass for ``"af"`` and ``"indep"``, a loop over t for ``"iaf"``.
+        """
+        eps, log_det = self.noise(z, lengths)
+        return _standard_normal_log_prob(eps) + log_det
 
     def sample(
         self,
@@ -386,16 +395,16 @@ class TemporalFlowDistribution(TorchDistribution):
 
     def _flat(self, value: Tensor) -> tuple[Tensor, Tensor, torch.Size]:
         """Value and lengths broadcast to common leading dims and flattened to (N, T, H), (N,)."""
-        if value.shape[-2:] != torch.Size([self.T, self.flow.dim]):
-            raise ValueError(
-                f"expected z with trailing shape ({self.T}, {self.flow.dim}), got "
-                f"{tuple(value.shape)}"
-            )
         lead = torch.broadcast_shapes(value.shape[:-2], self.batch_shape[:-1])
         z = value.expand(lead + value.shape[-2:]).reshape(-1, self.T, self.flow.dim)
         return z, self.lengths.expand(lead).reshape(-1), lead
 
     def log_prob(self, value: Tensor) -> Tensor:
+        if value.shape[-2:] != torch.Size([self.T, self.flow.dim]):
+            raise ValueError(
+                f"expected z with trailing shape ({self.T}, {self.flow.dim}), got "
+                f"{tuple(value.shape)}"
+            )
         if self._validate_args:
             self._validate_sample(value)
         z, lengths, lead = self._flat(value)
