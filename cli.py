@@ -15,6 +15,36 @@ def lnf() -> None:
     """Latent normalizing flows for discrete sequences, on Pyro."""
 
 
+@lnf.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Data directory (default: $LNF_DATA_DIR, else ./data).",
+)
+@click.option("--fetch", "fetch", metavar="NAME", default=None, help="Download and cache dataset NAME first.")
+def datasets(data_dir: str | None, fetch: str | None) -> None:
+    """List every dataset: kind, sizes per split, and whether it is in the data directory."""
+    from rich.console import Console
+
+    from pyro_lnf.datasets import fetch_dataset, get_spec, resolve_data_dir
+    from pyro_lnf.datasets.report import datasets_table
+    from pyro_lnf.errors import DatasetError
+
+    root = resolve_data_dir(data_dir)
+    if fetch is not None:
+        already = not get_spec(fetch).missing(root)
+        fetch_dataset(fetch, root)
+        click.echo(f"{fetch}: {'already present' if already else 'fetched'} in {root}", err=True)
+    table, errors = datasets_table(root)
+    console = Console()
+    if not console.is_terminal:  # rich assumes 80 columns off a terminal: too few for the counts
+        console = Console(width=160)
+    console.print(table)
+    if errors:
+        raise DatasetError(f"{len(errors)} dataset(s) present but invalid; {errors[0]}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
