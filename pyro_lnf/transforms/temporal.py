@@ -55,10 +55,14 @@ from pyro_lnf.errors import ConfigError
 __all__ = ["KINDS", "TemporalFlow", "TemporalFlowDistribution"]
 
 KINDS = ("af", "iaf", "indep")
-_TRANSFORMS = ("nlsq", "affine")
 _LOG_2PI = math.log(2 * math.pi)
 
 LSTMState = tuple[Tensor, Tensor]
+
+
+def _padded(lengths: Tensor, T: int) -> Tensor:
+    """``(N, T)``, True at the padded steps t >= length."""
+    return torch.arange(T, device=lengths.device) >= lengths[:, None]
 
 
 def _standard_normal_log_prob(eps: Tensor) -> Tensor:
@@ -118,10 +122,6 @@ class TemporalFlow(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ConfigError(f"unknown time-flow kind {kind!r}: choose one of {', '.join(KINDS)}")
-        if transform not in _TRANSFORMS:
-            raise ConfigError(
-                f"unknown flow transform {transform!r}: choose one of {', '.join(_TRANSFORMS)}"
-            )
         sizes = {
             "dim": dim,
             "max_length": max_length,
@@ -249,9 +249,12 @@ class TemporalFlow(nn.Module):
         :param z: ``(N, T, H)``.
         :param lengths: ``(N,)`` on the device of the module.
         :returns: eps ``(N, T, H)`` and :math:`\log|\det \partial\epsilon_t/\partial z_t|`
-            ``(N, T)``; padded steps hold finite values for the caller to mask.
+            ``(N, T)``. Padded steps (t >= length) are evaluated at :math:`z_t = 0`, whatever
+            the padding holds: their terms, for the caller to mask, stay finite, because a NaN
+            or inf in a masked-out branch would still poison the gradients.
         """
         T = z.shape[1]
+        z = z.masked_fill(_padded(lengths, T).unsqueeze(-1), 0.0)
         features = self._length_features(lengths, T + 1)
         if self.kind == "iaf":
             return self._noise_sequential(z, features)
@@ -277,10 +280,12 @@ class TemporalFlow(nn.Module):
     def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
         r"""Per-step :math:`\log \mathcal{N}(\epsilon_t) + \log|\det \partial\epsilon_t/\partial z_t|`, ``(N, T)``.
 
-        One parallel pass for ``"af"`` and ``"indep"``, a loop over t for ``"iaf"``.
+        One parallel pass for ``"af"`` and ``"indep"``, a loop over t for ``"iaf"``. Padded steps
+        get 0, so ``.sum(-1)`` is already the per-sequence log-density.
         """
         eps, log_det = self.noise(z, lengths)
-        return _standard_normal_log_prob(eps) + log_det
+        log_prob = _standard_normal_log_prob(eps) + log_det
+        return log_prob.masked_fill(_padded(lengths, z.shape[1]), 0.0)
 
     def sample(
         self,
@@ -292,39 +297,46 @@ class TemporalFlow(nn.Module):
         r"""Draw z ``(N, T, H)`` by pushing :math:`\epsilon \cdot \mathrm{temperature}` through the flow.
 
         With ``with_log_prob`` also return the per-step :math:`\log p(z_t \mid z_{<t}, T)` of the
-        drawn z under the (untempered) prior, ``(N, T)``, accumulated while sampling.
+        drawn z under the (untempered) prior, ``(N, T)``, accumulated while sampling (0 at
+        padded steps, as in :meth:`log_prob`). Padded steps of z hold draws that no valid step
+        depends on.
         """
         ref = self._reference
         eps = torch.randn(lengths.shape[0], T, self.dim, dtype=ref.dtype, device=ref.device)
         eps = eps * temperature
         features = self._length_features(lengths, T + 1)
         if self.kind == "af":
-            return self._sample_sequential(eps, features, with_log_prob)
-        if self.kind == "indep":
-            context = self.context_dropout(features[:, :T])
+            z, log_det = self._sample_sequential(eps, features, with_log_prob)
         else:
-            context = self._contexts(eps, features)
-        z, flow = self._to_data(eps, context)
-        if not with_log_prob:
+            if self.kind == "indep":
+                context = self.context_dropout(features[:, :T])
+            else:
+                context = self._contexts(eps, features)
+            z, flow = self._to_data(eps, context)
+            log_det = flow.log_abs_det_jacobian(eps, z) if with_log_prob else None
+        if log_det is None:
             return z, None
-        return z, _standard_normal_log_prob(eps) - flow.log_abs_det_jacobian(eps, z)
+        log_prob = _standard_normal_log_prob(eps) - log_det
+        return z, log_prob.masked_fill(_padded(lengths, T), 0.0)
 
     def _sample_sequential(
         self, eps: Tensor, features: Tensor, with_log_prob: bool
     ) -> tuple[Tensor, Tensor | None]:
-        """AF in time: z_t needs h_t, which needs z_{<t}, so walk forward in t."""
+        r"""AF in time: z_t needs h_t, which needs z_{<t}, so walk forward in t.
+
+        Returns z and, with ``with_log_prob``, the per-step :math:`\log|\partial z_t/\partial\epsilon_t|`.
+        """
         T = eps.shape[1]
         h, state = self._lstm_start(features[:, 0])
-        zs, terms = [], []
+        zs, log_dets = [], []
         for t in range(T):
             z_t, flow = self._to_data(eps[:, t], h)
             zs.append(z_t)
             if with_log_prob:
-                log_det = flow.log_abs_det_jacobian(eps[:, t], z_t)
-                terms.append(_standard_normal_log_prob(eps[:, t]) - log_det)
+                log_dets.append(flow.log_abs_det_jacobian(eps[:, t], z_t))
             if t + 1 < T:
                 h, state = self._lstm_step(z_t, features[:, t + 1], state)
-        return torch.stack(zs, 1), (torch.stack(terms, 1) if with_log_prob else None)
+        return torch.stack(zs, 1), (torch.stack(log_dets, 1) if with_log_prob else None)
 
 
 class TemporalFlowDistribution(TorchDistribution):
@@ -333,7 +345,8 @@ class TemporalFlowDistribution(TorchDistribution):
     Batch shape ``(B, T)`` (plus any leading dims from :meth:`expand`), event shape ``(H,)``.
     :meth:`log_prob` returns the per-step terms
     :math:`\log \mathcal{N}(\epsilon_t) + \log|\partial\epsilon_t/\partial z_t|`, shape
-    ``(..., B, T)``, so a model masks padded steps and then moves time into the event:
+    ``(..., B, T)``, 0 at padded steps (t >= length; evaluated at :math:`z_t = 0` so that any
+    padding stays finite). A model masks the padded steps and then moves time into the event:
     ``prior.mask(mask).to_event(1)`` has batch ``(B,)`` and event ``(T, H)``. Values with extra
     leading dims (vectorised particles, ``(K, B, T, H)``) are flattened before the LSTM.
 
