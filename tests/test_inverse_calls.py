@@ -1,8 +1,10 @@
-"""Training never runs a flow in its sequential (noise -> data) direction.
+"""Training never runs a hidden flow in its noise -> data (sampling) direction.
 
-The prior only scores guide samples, so an SVI step must go through the hidden flows' cheap
-data -> noise pass: no MADE-AF ``_call`` (H network passes), no NLSq cubic solve. The counters
-wrap those directions; sampling from the prior is the check that they do count.
+The prior only scores guide samples, so an SVI step, in the prior's density path and in the
+guide's scoring alike, must go through the hidden flows' cheap data -> noise pass: no MADE-AF
+``_call`` (H network passes, one dim at a time) and no NLSq cubic solve, for AF/AF, AF/SCF and
+IAF/SCF (whose density loops over time but still only inverts per step). The counters wrap those
+directions; sampling from the prior is the check that they do count.
 """
 
 from __future__ import annotations
@@ -95,7 +97,9 @@ def sequential_calls(monkeypatch: pytest.MonkeyPatch) -> Counter:
     return counts
 
 
-def count_noise_to_data(monkeypatch: pytest.MonkeyPatch, flow: TemporalFlow, counts: Counter) -> None:
+def count_noise_to_data(
+    monkeypatch: pytest.MonkeyPatch, flow: TemporalFlow, counts: Counter
+) -> None:
     """Also count every noise -> data pass of the conditioned stacks ``flow`` builds (coupling
     layers included, whose ``_call`` is parallel but still the sampling direction)."""
     condition = flow.hidden_flow.condition
@@ -116,13 +120,19 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.mark.parametrize(
-    "kind,coupling", [("af", False), ("af", True), ("iaf", True)], ids=["af-made", "af-scf", "iaf-scf"]
+    "kind,coupling",
+    [("af", False), ("af", True), ("iaf", True)],
+    ids=["af-made", "af-scf", "iaf-scf"],
 )
 @pytest.mark.parametrize("particles", [1, 2], ids=["one-particle", "vectorised-particles"])
-def test_svi_step_makes_no_sequential_call(monkeypatch, sequential_calls, kind, coupling, particles):
+def test_svi_step_makes_no_sequential_call(
+    monkeypatch, sequential_calls, kind, coupling, particles
+):
     module = TinyLNF(kind, coupling)
     count_noise_to_data(monkeypatch, module.prior, sequential_calls)
-    elbo = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1)
+    elbo = Trace_ELBO(
+        num_particles=particles, vectorize_particles=particles > 1, max_plate_nesting=1
+    )
     svi = SVI(module.model, module.guide, Adam({"lr": 1e-2}), elbo)
     x, lengths = batch()
     before = [p.detach().clone() for p in module.prior.parameters()]

@@ -319,5 +319,5 @@ def test_bad_lengths_and_values_raise():
     with pytest.raises(ValueError, match="1-D integer tensor"):
         flow.distribution(torch.tensor([2.0]))
     with pytest.raises(ValueError, match="trailing shape"):
-        flow.distribution(torch.tensor([T])).log_prob(torch.zeros(1, T, H + 1, dtype=torch.float64))
+        flow.distribution(torch.tensor([T])).log_prob(torch.zeros(1, T, H + 1).double())
 

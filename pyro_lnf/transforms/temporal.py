@@ -30,8 +30,8 @@ one term per time step (which is what lets a model mask padded steps). Three kin
 Length conditioning. The authors feed :math:`\mathrm{onehot}(t) \oplus \mathrm{onehot}(T-1-t)`
 into every network; a one-hot into a linear layer is an embedding lookup, so here
 :math:`c_t = E_{\mathrm{pos}}[t] + E_{\mathrm{rem}}[T-1-t]` (indices clamped to
-``max_length - 1``). The LSTM reads :math:`[u_t;\, c_{t+1}]` (``u`` = z for AF, eps for IAF), so the
-output after step t knows the position it parameterises next; its initial state
+``max_length - 1``). The LSTM reads :math:`[u_t;\, c_{t+1}]` (``u`` = z for AF, eps for IAF),
+so the output after step t knows the position it parameterises next; its initial state
 :math:`(h_0, c_0)` is an MLP of :math:`c_0`, i.e. a learned function of T, and the top layer's
 :math:`h_0` is the context of the first step. Dropout acts on every context :math:`h_t` (and
 between LSTM layers) in the parallel and the sequential paths alike.
@@ -192,7 +192,7 @@ class TemporalFlow(nn.Module):
         return self.position.weight
 
     def _length_features(self, lengths: Tensor, steps: int) -> Tensor:
-        r""":math:`c_t = E_{pos}[t] + E_{rem}[T_b - 1 - t]` for t = 0..steps-1, shape (N, steps, D).
+        r""":math:`c_t = E_{pos}[t] + E_{rem}[T_b - 1 - t]`, t = 0..steps-1, shape (N, steps, D).
 
         Padded steps (negative remaining count) use row 0; they can only influence later, padded
         steps, because every network reading them is causal.
@@ -210,7 +210,9 @@ class TemporalFlow(nn.Module):
         cell0 = state[:, :, 1].transpose(0, 1).contiguous()
         return self.context_dropout(h0[-1]), (h0, cell0)
 
-    def _lstm_step(self, u_t: Tensor, c_next: Tensor, state: LSTMState) -> tuple[Tensor, LSTMState]:
+    def _lstm_step(
+        self, u_t: Tensor, c_next: Tensor, state: LSTMState
+    ) -> tuple[Tensor, LSTMState]:
         """Read :math:`[u_t; c_{t+1}]`, return the next context :math:`h_{t+1}` and state."""
         out, state = self.lstm(torch.cat([u_t, c_next], -1).unsqueeze(1), state)
         return self.context_dropout(out[:, 0]), state
@@ -249,9 +251,9 @@ class TemporalFlow(nn.Module):
         :param z: ``(N, T, H)``.
         :param lengths: ``(N,)`` on the device of the module.
         :returns: eps ``(N, T, H)`` and :math:`\log|\det \partial\epsilon_t/\partial z_t|`
-            ``(N, T)``. Padded steps (t >= length) are evaluated at :math:`z_t = 0`, whatever
-            the padding holds: their terms, for the caller to mask, stay finite, because a NaN
-            or inf in a masked-out branch would still poison the gradients.
+            ``(N, T)``. Padded steps (t >= length) are evaluated at :math:`z_t = 0` whatever the
+            padding holds, so their values stay finite: a NaN or inf in a branch that a mask
+            discards would still poison the gradients.
         """
         T = z.shape[1]
         z = z.masked_fill(_padded(lengths, T).unsqueeze(-1), 0.0)
@@ -278,7 +280,8 @@ class TemporalFlow(nn.Module):
         return torch.stack(eps, 1), torch.stack(log_dets, 1)
 
     def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
-        r"""Per-step :math:`\log \mathcal{N}(\epsilon_t) + \log|\det \partial\epsilon_t/\partial z_t|`, ``(N, T)``.
+        r"""Per-step log-densities ``(N, T)``,
+        :math:`\log \mathcal{N}(\epsilon_t) + \log|\det \partial\epsilon_t/\partial z_t|`.
 
         One parallel pass for ``"af"`` and ``"indep"``, a loop over t for ``"iaf"``. Padded steps
         get 0, so ``.sum(-1)`` is already the per-sequence log-density.
@@ -294,7 +297,7 @@ class TemporalFlow(nn.Module):
         temperature: float = 1.0,
         with_log_prob: bool = False,
     ) -> tuple[Tensor, Tensor | None]:
-        r"""Draw z ``(N, T, H)`` by pushing :math:`\epsilon \cdot \mathrm{temperature}` through the flow.
+        r"""Draw z ``(N, T, H)``, the image of :math:`\epsilon \cdot \mathrm{temperature}`.
 
         With ``with_log_prob`` also return the per-step :math:`\log p(z_t \mid z_{<t}, T)` of the
         drawn z under the (untempered) prior, ``(N, T)``, accumulated while sampling (0 at
@@ -324,7 +327,8 @@ class TemporalFlow(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         r"""AF in time: z_t needs h_t, which needs z_{<t}, so walk forward in t.
 
-        Returns z and, with ``with_log_prob``, the per-step :math:`\log|\partial z_t/\partial\epsilon_t|`.
+        Returns z and, with ``with_log_prob``, the per-step
+        :math:`\log|\det \partial z_t/\partial\epsilon_t|`.
         """
         T = eps.shape[1]
         h, state = self._lstm_start(features[:, 0])
@@ -387,7 +391,9 @@ class TemporalFlowDistribution(TorchDistribution):
         super().__init__(lengths.shape + (T,), torch.Size([flow.dim]), validate_args)
 
     def expand(
-        self, batch_shape: torch.Size | tuple[int, ...], _instance: TemporalFlowDistribution | None = None
+        self,
+        batch_shape: torch.Size | tuple[int, ...],
+        _instance: TemporalFlowDistribution | None = None,
     ) -> TemporalFlowDistribution:
         """Broadcast to ``batch_shape`` (``pyro.plate`` and ``.mask`` call this); T is fixed."""
         batch_shape = torch.Size(batch_shape)
