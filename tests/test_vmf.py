@@ -131,7 +131,7 @@ def test_log_bessel_gradient_in_x():
 def test_bessel_gradcheck():
     """Both outputs against finite differences, to second order, small and large arguments."""
     x = torch.tensor([1e-3, 0.7, 12.0, 300.0], dtype=f64, requires_grad=True)
-    for v in (0.0, 2.5, 149.0):
+    for v in (0.0, 149.0):
         assert torch.autograd.gradcheck(lambda t: log_bessel_iv(v, t), (x,))
         assert torch.autograd.gradgradcheck(lambda t: log_bessel_iv(v, t), (x,))
         assert torch.autograd.gradcheck(lambda t: bessel_iv_ratio(v, t), (x,))
@@ -230,7 +230,7 @@ def test_mean_resultant_length(dim: int, kappa: float):
     dominates at d = 300, κ = 1. The U-statistic ``(N‖z̄‖² − 1)/(N − 1)`` is unbiased for A², with
     variance ≈ 4 z̄ᵀΣz̄/N + 2 Var(z₁ᵀz₂)/N².
     """
-    n = 20_000
+    n = 10_000
     loc = F.normalize(torch.randn(dim, dtype=f64), dim=-1)
     k = torch.tensor(kappa, dtype=f64)
     z = VonMisesFisher(loc, k).sample((n,))
@@ -347,7 +347,7 @@ def test_gradient_matches_finite_differences(h_values: list[float]):
 @pytest.mark.parametrize("h_values", H_CASES.values(), ids=H_CASES.keys())
 def test_gradient_is_unbiased(h_values: list[float]):
     """Per-sample pathwise gradients average to ∇_h E[f(z)] computed from the closed form."""
-    n = 20_000
+    n = 10_000
     h = torch.tensor(h_values, dtype=f64)
     kappa = torch.tensor(10.0, dtype=f64)
     a = torch.tensor([0.3, -1.0, 0.5, 0.2, 0.8], dtype=f64)
@@ -386,7 +386,7 @@ def test_rsample_with_learned_concentration_is_refused():
 
 @pytest.mark.parametrize("dim, kappa", [(3, 1.0), (3, 500.0), (50, 50.0), (300, 80.0)])
 def test_entropy_and_kl_match_monte_carlo(dim: int, kappa: float):
-    n = 20_000
+    n = 10_000
     q = VonMisesFisher(F.normalize(torch.randn(dim, dtype=f64), dim=-1), torch.tensor(kappa, dtype=f64))
     p = HypersphericalUniform(dim, dtype=f64)
     z = q.sample((n,))
