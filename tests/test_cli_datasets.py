@@ -1,0 +1,107 @@
+"""``lnf datasets``: the listing, and one-line errors for every kind of bad input."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_download import Mirror, _Evil, closed_port_url, files_under, mirror  # noqa: F401 (fixture)
+
+import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "datasets", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_lists_every_dataset_with_readme_counts(data_dir: Path) -> None:
+    result = run_cli(env={"LNF_DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    # Counts as the data README measures them (PTB characters: after the paper's 288 filter).
+    for name, sequences, size in [
+        ("jsb_chorales", "229 / 76 / 77", "13,807 / 4,602 / 4,725"),
+        ("nottingham", "694 / 173 / 170", "176,561 / 45,513 / 44,463"),
+        ("muse_data", "524 / 135 / 124", "245,202 / 82,755 / 64,339"),
+        ("piano_midi", "87 / 12 / 25", "75,911 / 8,540 / 19,036"),
+        ("ptb_char", "41,740 / 3,356 / 3,735", "4,868,454 / 385,082 / 430,371"),
+        ("ptb_words", "42,068 / 3,370 / 3,761", "929,589 / 73,760 / 82,430"),
+        ("20news", "10,268 / 1,000 / 7,505", "1,030,757 / 98,124 / 720,898"),
+    ]:
+        row = next(line for line in out.splitlines() if f" {name} " in line)
+        assert sequences in row and size in row and "yes" in row, row
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_fetch_name_is_one_line(tmp_path: Path) -> None:
+    result = run_cli("--fetch", "jsb", "--data-dir", str(tmp_path))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: unknown dataset 'jsb'"), result.stderr
+    assert "jsb_chorales" in lines[0] and "Traceback" not in result.stderr
+    assert files_under(tmp_path) == []
+
+
+def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """Run ``cli.main()`` in-process (the console script's code path) and return (status, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["lnf", "datasets", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = err.strip().splitlines()
+    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_input_is_one_line_and_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, mirror: Mirror, data_dir: Path, tmp_path: Path
+) -> None:
+    # missing files, mirrors unreachable
+    monkeypatch.setenv("LNF_MIRROR", closed_port_url())
+    empty = tmp_path / "empty"
+    code, err = _main(monkeypatch, capsys, "--data-dir", str(empty), "--fetch", "piano_midi")
+    _assert_one_line_error(code, err, "could not download Piano-midi.de.pickle")
+    assert not empty.exists() or files_under(empty) == []
+
+    # checksum mismatch
+    monkeypatch.setenv("LNF_MIRROR", mirror.url)
+    tampered = bytearray((data_dir / "polyphonic/original/JSB Chorales.pickle").read_bytes())
+    tampered[-10] ^= 0xFF
+    mirror.serve("JSB Chorales.pickle", bytes(tampered))
+    code, err = _main(monkeypatch, capsys, "--data-dir", str(empty), "--fetch", "jsb_chorales")
+    _assert_one_line_error(code, err, "checksum mismatch")
+    assert not empty.exists() or files_under(empty) == []
+
+    # a pickle that asks for another global
+    pwned = tmp_path / "pwned"
+    evil = {"train": [_Evil(os.system, f"touch {pwned}")], "valid": [], "test": []}
+    mirror.serve("MuseData.pickle", pickle.dumps(evil, protocol=2))
+    code, err = _main(monkeypatch, capsys, "--data-dir", str(empty), "--fetch", "muse_data")
+    _assert_one_line_error(code, err, "refused to unpickle", "system")
+    assert not pwned.exists() and (not empty.exists() or files_under(empty) == [])
+
+    # malformed JSON in the data directory: listed as invalid, then a one-line error
+    broken = tmp_path / "broken"
+    (broken / "polyphonic").mkdir(parents=True)
+    (broken / "polyphonic" / "nottingham.json.gz").write_bytes(gzip.compress(b"{not json"))
+    code, err = _main(monkeypatch, capsys, "--data-dir", str(broken))
+    _assert_one_line_error(code, err, "nottingham.json.gz", "not valid gzip-compressed JSON")
