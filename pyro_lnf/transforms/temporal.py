@@ -381,7 +381,7 @@ class TemporalFlowDistribution(TorchDistribution):
                 f"{lengths.dtype}"
             )
         lengths = lengths.to(device=flow._reference.device, dtype=torch.long)
-        shortest, longest = (int(v) for v in torch.aminmax(lengths))  # one host sync
+        shortest, longest = torch.stack(torch.aminmax(lengths)).tolist()  # one host sync
         T = longest if T is None else int(T)
         if shortest < 1 or longest > T:
             raise ValueError(f"lengths must lie in [1, T={T}], got min {shortest}, max {longest}")
