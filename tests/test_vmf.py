@@ -53,7 +53,7 @@ def log_iv_series(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def log_iv_decimal(n: int, x: float, digits: int = 60) -> float:
-    """``log I_n(x)`` for integer order ``n`` from the power series in ``digits``-digit decimals."""
+    """``log I_n(x)``, integer order ``n``, from the power series in ``digits``-digit decimals."""
     with localcontext() as ctx:
         ctx.prec = digits
         half_x = Decimal(x) / 2
@@ -91,7 +91,8 @@ def test_log_bessel_matches_log_space_series():
 
 
 @pytest.mark.parametrize(
-    "n, x", [(150, 500.0), (0, 1e-3), (100, 1e-3), (1, 2000.0), (200, 1000.0), (29, 31.0), (30, 2.0)]
+    "n, x",
+    [(150, 500.0), (0, 1e-3), (100, 1e-3), (1, 2000.0), (200, 1000.0), (29, 31.0), (30, 2.0)],
 )
 def test_log_bessel_matches_high_precision(n: int, x: float):
     got = log_bessel_iv(float(n), torch.tensor(x, dtype=f64)).item()
@@ -124,7 +125,8 @@ def test_log_bessel_gradient_in_x():
     v = torch.tensor(ORDERS, dtype=f64)[:, None]
     x = torch.tensor(ARGS, dtype=f64)[None, :].expand(len(ORDERS), -1).clone().requires_grad_()
     (grad,) = torch.autograd.grad(log_bessel_iv(v, x).sum(), x)
-    want = torch.exp(log_iv_series(v + 1, x.detach()) - log_iv_series(v, x.detach())) + v / x.detach()
+    xd = x.detach()
+    want = torch.exp(log_iv_series(v + 1, xd) - log_iv_series(v, xd)) + v / xd
     assert torch.allclose(grad, want, rtol=1e-9, atol=0)
 
 
@@ -191,14 +193,15 @@ def test_log_prob_d3_integrates_to_one():
 
 @pytest.mark.parametrize("dim", [2, 5, 50, 300])
 def test_normalizer_integrates_to_one_any_dim(dim: int):
-    """∫ p dσ = C_d(κ) |S^{d−2}| ∫₀^π e^{κ cos θ} sin^{d−2}θ dθ = 1, by composite Gauss–Legendre."""
+    """∫ p dσ = C_d(κ) |S^{d−2}| ∫₀^π e^{κ cos θ} sin^{d−2}θ dθ = 1 (composite Gauss–Legendre)."""
     nodes, weights = (torch.tensor(a, dtype=f64) for a in np.polynomial.legendre.leggauss(16))
     edges = torch.linspace(0, math.pi, 801, dtype=f64)
     half = (edges[1:] - edges[:-1])[:, None] / 2
     theta = ((edges[:-1] + edges[1:])[:, None] / 2 + half * nodes).reshape(-1)
     log_w = torch.log(half * weights).reshape(-1)
     kappa = torch.tensor([0.01, 1.0, 50.0, 500.0, 5000.0], dtype=f64)[:, None]
-    log_integrand = kappa * torch.cos(theta) + torch.xlogy(torch.tensor(dim - 2.0), torch.sin(theta))
+    sin_power = torch.xlogy(torch.tensor(dim - 2.0), torch.sin(theta))  # 0·log 0 = 0 at d = 2
+    log_integrand = kappa * torch.cos(theta) + sin_power
     log_total = (
         vmf_log_normalizer(dim, kappa[:, 0])
         + log_sphere_area(dim - 1)
@@ -387,7 +390,8 @@ def test_rsample_with_learned_concentration_is_refused():
 @pytest.mark.parametrize("dim, kappa", [(3, 1.0), (3, 500.0), (50, 50.0), (300, 80.0)])
 def test_entropy_and_kl_match_monte_carlo(dim: int, kappa: float):
     n = 10_000
-    q = VonMisesFisher(F.normalize(torch.randn(dim, dtype=f64), dim=-1), torch.tensor(kappa, dtype=f64))
+    loc = F.normalize(torch.randn(dim, dtype=f64), dim=-1)
+    q = VonMisesFisher(loc, torch.tensor(kappa, dtype=f64))
     p = HypersphericalUniform(dim, dtype=f64)
     z = q.sample((n,))
     log_q = q.log_prob(z)
@@ -410,7 +414,8 @@ def test_kl_properties():
     # small κ: KL = κ²/(2d) + O(κ⁴)
     assert kl[0].item() == pytest.approx(1e-6 / (2 * dim), rel=1e-3)
     # independent of the direction
-    other = kl_divergence(VonMisesFisher(loc.flip(0), kappa), HypersphericalUniform(dim, dtype=f64))
+    prior = HypersphericalUniform(dim, dtype=f64)
+    other = kl_divergence(VonMisesFisher(loc.flip(0), kappa), prior)
     assert torch.equal(kl, other)
 
 
@@ -472,12 +477,12 @@ def test_uniform_on_sphere():
     assert (z.norm(dim=-1) - 1).abs().max() < 1e-12
     assert ((z.mean(0)).abs() < 4 / math.sqrt(n * dim)).all()
     second = z.T @ z / n
-    assert (second - torch.eye(dim, dtype=f64) / dim).abs().max() < 4 * math.sqrt(2 / (dim * dim * n))
+    se_bound = math.sqrt(2 / (dim * dim * n))  # ≥ the sd of every entry of zzᵀ, over √n
+    assert (second - torch.eye(dim, dtype=f64) / dim).abs().max() < 4 * se_bound
     assert torch.allclose(p.log_prob(z[:3]), torch.full((3,), -log_sphere_area(dim), dtype=f64))
     assert p.entropy().item() == pytest.approx(log_sphere_area(dim))
-    assert HypersphericalUniform(3).log_prob(torch.tensor([0.0, 0.0, 1.0])).item() == pytest.approx(
-        -math.log(4 * math.pi)
-    )
+    north = torch.tensor([0.0, 0.0, 1.0])
+    assert HypersphericalUniform(3).log_prob(north).item() == pytest.approx(-math.log(4 * math.pi))
 
 
 def test_bad_arguments():

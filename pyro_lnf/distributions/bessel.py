@@ -77,7 +77,7 @@ _DEBYE_U = _debye_polynomials(_DEBYE_TERMS)
 
 @functools.lru_cache(maxsize=None)
 def _debye_matrix(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Coefficients of ``u_k(t)`` as a ``(degree + 1, K)`` matrix: ``[t⁰ … t^deg] @ C = [u_k(t)]``."""
+    """The ``u_k`` as a ``(degree + 1, K)`` matrix ``C``: ``[t⁰ … t^deg] @ C = [u_k(t)]``."""
     coeffs = torch.zeros(max(len(p) for p in _DEBYE_U), len(_DEBYE_U), dtype=torch.float64)
     for k, p in enumerate(_DEBYE_U):
         coeffs[: len(p), k] = torch.tensor(p, dtype=torch.float64)
@@ -97,7 +97,9 @@ def _log_iv_debye(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return r + v * torch.log(x / (v + r)) - 0.5 * torch.log(2 * math.pi * r) + torch.log(series)
 
 
-def _log_iv_and_ratio_forward(v: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _log_iv_and_ratio_forward(
+    v: torch.Tensor, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log I_v(x), I_{v+1}(x) / I_v(x))`` for same-shaped ``v ≥ 0`` and ``x > 0``."""
     v_min = float(v.min()) if v.numel() else 0.0
     if not v_min >= 0:
@@ -109,7 +111,7 @@ def _log_iv_and_ratio_forward(v: torch.Tensor, x: torch.Tensor) -> tuple[torch.T
     ratio = torch.exp(log_next - log_top)
     if steps == 0:
         return log_top, ratio
-    # Orders k = v + j, j = steps … 1: I_{k−1}/I_k = 2k/x + I_{k+1}/I_k, all terms positive (stable).
+    # Orders k = v + j, j = steps … 1: I_{k−1}/I_k = 2k/x + I_{k+1}/I_k, all terms positive.
     j = torch.arange(steps, 0, -1, dtype=x.dtype, device=x.device)
     two_k_over_x = 2 * (v.unsqueeze(-1) + j) / x.unsqueeze(-1)
     inv_ratios = []

@@ -9,8 +9,8 @@ posterior cannot collapse onto the prior. This module provides that pair for any
   to ``e₁``, and a Householder reflection taking ``e₁`` to μ (Davidson et al. 2018).
 * :class:`HypersphericalUniform` — the uniform distribution on ``S^{d−1}``.
 * ``KL(VonMisesFisher ‖ HypersphericalUniform)`` in closed form, registered with
-  :func:`torch.distributions.kl.register_kl`, which is where :func:`pyro.distributions.kl_divergence`
-  and ``TraceMeanField_ELBO`` look.
+  :func:`torch.distributions.kl.register_kl`, which is where Pyro's ``kl_divergence`` and
+  ``TraceMeanField_ELBO`` look.
 
 References:
   A. T. A. Wood, "Simulation of the von Mises Fisher distribution", Commun. Stat. Simul. 23 (1994).
@@ -63,7 +63,7 @@ def _log_normalizer_and_mean_length(
 
 
 def vmf_log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
-    r"""Log normaliser of the vMF density :math:`C_d(\kappa) e^{\kappa \mu^\top x}` on :math:`S^{d-1}`.
+    r"""Log normaliser of the vMF density :math:`C_d(\kappa) e^{\kappa \mu^\top x}` on the sphere.
 
     .. math::
 
@@ -72,18 +72,20 @@ def vmf_log_normalizer(dim: int, concentration: torch.Tensor) -> torch.Tensor:
     Stable for large κ and d through :func:`~pyro_lnf.distributions.bessel.log_bessel_iv`.
     For ``d = 3`` it equals ``log κ − log(4π sinh κ)``.
 
-    Reference: Mardia & Jupp (2000), eq. 9.3.4.
+    Reference: Mardia & Jupp (2000), §9.3.
     """
     return _log_normalizer_and_mean_length(dim, concentration)[0]
 
 
 def vmf_mean_resultant_length(dim: int, concentration: torch.Tensor) -> torch.Tensor:
-    r"""Mean resultant length :math:`A_d(\kappa) = \|\mathbb{E} z\| = I_{d/2}(\kappa)/I_{d/2-1}(\kappa)`.
+    r"""Mean resultant length of the vMF, :math:`A_d(\kappa) = \|\mathbb{E} z\|`.
+
+    .. math:: A_d(\kappa) = I_{d/2}(\kappa) / I_{d/2-1}(\kappa)
 
     It is ``coth κ − 1/κ`` for ``d = 3``, tends to ``κ/d`` as κ → 0 and to ``1 − (d−1)/(2κ)``
     as κ → ∞.
 
-    Reference: Mardia & Jupp (2000), eq. 9.3.9.
+    Reference: Mardia & Jupp (2000), §9.3.
     """
     return _log_normalizer_and_mean_length(dim, concentration)[1]
 
@@ -122,10 +124,13 @@ class VonMisesFisher(TorchDistribution):
 
     Example::
 
+        >>> from torch.distributions import kl_divergence
         >>> loc = F.normalize(torch.randn(8, 50), dim=-1)
         >>> q = VonMisesFisher(loc, torch.tensor(80.0))
-        >>> z = q.rsample()                                   # (8, 50), unit norm
-        >>> kl = kl_divergence(q, HypersphericalUniform(50))  # (8,), constant in loc
+        >>> q.rsample().shape                                  # unit vectors
+        torch.Size([8, 50])
+        >>> kl_divergence(q, HypersphericalUniform(50)).shape  # the same for every loc
+        torch.Size([8])
 
     References: Wood (1994); Davidson et al. (2018); Xu & Durrett (2018).
     """
@@ -158,7 +163,9 @@ class VonMisesFisher(TorchDistribution):
         """Ambient dimension ``d`` (the sphere is ``S^{d−1}``)."""
         return self.event_shape[0]
 
-    def expand(self, batch_shape: torch.Size, _instance: VonMisesFisher | None = None) -> VonMisesFisher:
+    def expand(
+        self, batch_shape: torch.Size, _instance: VonMisesFisher | None = None
+    ) -> VonMisesFisher:
         new = self._get_checked_instance(VonMisesFisher, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
@@ -200,10 +207,10 @@ class VonMisesFisher(TorchDistribution):
     def _draw(self, sample_shape: torch.Size) -> torch.Tensor:
         shape = self._extended_shape(sample_shape)
         w, one_minus_w = self._sample_cosine(shape[:-1])
-        v = F.normalize(
-            torch.randn(shape[:-1] + (self.dim - 1,), dtype=self.loc.dtype, device=self.loc.device),
-            dim=-1,
+        gauss = torch.randn(
+            shape[:-1] + (self.dim - 1,), dtype=self.loc.dtype, device=self.loc.device
         )
+        v = F.normalize(gauss, dim=-1)
         # √(1 − w²) from the exact 1 − w: accurate when w is within rounding of 1 (large κ).
         tangent = torch.sqrt(one_minus_w * (1 + w)).unsqueeze(-1) * v
         z_e1 = torch.cat([w.unsqueeze(-1), tangent], dim=-1)
@@ -268,8 +275,9 @@ class HypersphericalUniform(TorchDistribution):
 
     Example::
 
-        >>> p = HypersphericalUniform(50, device=loc.device, dtype=loc.dtype)
-        >>> p.entropy()   # log |S^49|
+        >>> p = HypersphericalUniform(3, dtype=torch.float64)
+        >>> p.entropy()   # log 4π
+        tensor(2.5310, dtype=torch.float64)
 
     Reference: Davidson et al. (2018), §3.
     """
@@ -330,7 +338,7 @@ class HypersphericalUniform(TorchDistribution):
 
 @register_kl(VonMisesFisher, HypersphericalUniform)
 def _kl_vmf_uniform(p: VonMisesFisher, q: HypersphericalUniform) -> torch.Tensor:
-    r"""``KL(vMF(μ, κ) ‖ U(S^{d−1})) = κ A_d(κ) + log C_d(κ) + log |S^{d−1}|``, independent of μ."""
+    r"""``KL(vMF(μ, κ) ‖ U(S^{d−1})) = κ A_d(κ) + log C_d(κ) + log |S^{d−1}|``, free of μ."""
     if p.event_shape != q.event_shape:
         raise ConfigError(
             f"KL(VonMisesFisher || HypersphericalUniform): dimensions differ "
