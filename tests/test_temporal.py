@@ -55,7 +55,7 @@ def make_flow(kind: str, coupling: bool, transform: str, **overrides) -> Tempora
     return flow
 
 
-def lengths_tensor(lengths=LENGTHS) -> torch.Tensor:
+def lengths_tensor(lengths: tuple[int, ...] = LENGTHS) -> torch.Tensor:
     return torch.tensor(lengths)
 
 
