@@ -69,7 +69,8 @@ _REGISTRY: dict[str, type[torch.nn.Module]] = {}
 _CONSTRAINTS: dict[str, constraints.Constraint] = {
     name: value
     for name in dir(constraints)
-    if not name.startswith("_") and isinstance(value := getattr(constraints, name), constraints.Constraint)
+    if not name.startswith("_")
+    and isinstance(value := getattr(constraints, name), constraints.Constraint)
 }
 
 
@@ -172,15 +173,17 @@ def _param_store_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             key = "real"  # unpickled copies of ``real`` are equal in all but identity
         if key is None:
             raise CheckpointError(
-                f"param-store parameter {name!r} has constraint {constraint!r}, which a checkpoint "
-                "cannot store; make it a parameter of the model's nn.Module instead"
+                f"param-store parameter {name!r} has constraint {constraint!r}, which a "
+                "checkpoint cannot store; make it a parameter of the model's nn.Module instead"
             )
         params[name] = unconstrained.detach().clone()
         names[name] = key
     return params, names
 
 
-def restore_param_store(checkpoint: Mapping[str, Any], module: torch.nn.Module | None = None) -> None:
+def restore_param_store(
+    checkpoint: Mapping[str, Any], module: torch.nn.Module | None = None
+) -> None:
     """Replace Pyro's param store with the checkpoint's.
 
     With ``module``, its parameters (already loaded from the checkpoint) are registered under
@@ -319,12 +322,16 @@ def load_model(
     try:
         module = cls(**info["config"])
     except TypeError as err:
-        raise CheckpointError(f"checkpoint {path}: cannot rebuild {info['name']!r} from its config: {err}") from err
+        raise CheckpointError(
+            f"checkpoint {path}: cannot rebuild {info['name']!r} from its config: {err}"
+        ) from err
     try:
         module.load_state_dict(info["state_dict"])
     except RuntimeError as err:
         first = str(err).strip().splitlines()[0]
-        raise CheckpointError(f"checkpoint {path}: weights do not fit {info['name']!r}: {first}") from err
+        raise CheckpointError(
+            f"checkpoint {path}: weights do not fit {info['name']!r}: {first}"
+        ) from err
     if isinstance(map_location, (str, torch.device)):
         module.to(map_location)
     module.eval()

@@ -201,9 +201,11 @@ METRIC_LABELS: dict[str, str] = {
     "units": "Σ normalizer = Σ(T+1): every step plus the length (paper's denominator)",
     "frames": "Σ T: time steps (music frames / characters)",
     "num_samples": "K, importance samples per sequence",
-    "nll_nats_per_unit": "IS NLL, −Σ log p̂(x, T) / Σ(T+1), nats (paper's accounting, incl. −log p(T))",
+    "nll_nats_per_unit": "IS NLL, −Σ log p̂(x, T) / Σ(T+1), nats (paper's accounting, "
+    "incl. −log p(T))",
     "nll_bits_per_unit": "same in bits (/ln 2): the paper's BPC for PTB",
-    "nll_nats_per_frame": "IS NLL, −Σ log p̂(x, T) / Σ T, nats per frame/character (incl. −log p(T))",
+    "nll_nats_per_frame": "IS NLL, −Σ log p̂(x, T) / Σ T, nats per frame/character "
+    "(incl. −log p(T))",
     "nll_bits_per_frame": "same in bits (/ln 2)",
     "elbo_loss_nats_per_unit": "−ELBO (mean over the K samples) / Σ(T+1), nats",
     "reconstruction_nats_per_unit": "−E_q log p(x, T | z) / Σ(T+1), nats (observed sites)",

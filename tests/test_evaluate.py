@@ -33,8 +33,8 @@ def make_batch(batch_size: int, max_len: int, seed: int, *, ragged: bool = True)
         else torch.full((batch_size,), max_len)
     )
     mask = torch.arange(max_len)[None] < lengths[:, None]
-    x = torch.where(mask, 2.0 * torch.randn(batch_size, max_len, generator=g, dtype=torch.float64), 0.0)
-    return Batch(x, lengths, mask)
+    noise = torch.randn(batch_size, max_len, generator=g, dtype=torch.float64)
+    return Batch(torch.where(mask, 2.0 * noise, 0.0), lengths, mask)
 
 
 class LinearGaussian(torch.nn.Module):

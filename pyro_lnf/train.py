@@ -1,0 +1,626 @@
+r"""Training loop for any model that honours :class:`pyro_lnf.models.base.LatentVariableModel`.
+
+Each step minimises Pyro's ``Trace_ELBO(num_particles=S, vectorize_particles=True,
+max_plate_nesting=1).differentiable_loss(model, guide, batch, beta)`` divided by the
+batch's number of units :math:`\sum_b n_b` (:math:`n_b = T_b + 1`, ``module.normalizer``):
+
+.. math::
+
+    \mathcal{L}_\beta = \frac{1}{\sum_b n_b} \sum_b \frac{1}{S} \sum_{s=1}^{S}
+        \Big[ -\log p(x_b, T_b \mid z_b^{(s)})
+              + \beta \big(\log q(z_b^{(s)} \mid x_b) - \log p(z_b^{(s)})\big) \Big],
+    \qquad z_b^{(s)} \sim q(\cdot \mid x_b),
+
+:math:`\beta` entering through ``poutine.scale`` on the latent sites of both programs. We use
+``differentiable_loss`` with a torch optimizer rather than ``SVI.step``: it gives global-norm
+gradient clipping, gradient accumulation, and an optimizer whose state (moments, learning rate)
+can be checkpointed and restored exactly; ``pyro.optim`` keeps one optimizer per tensor.
+
+**Token weighting.** The loss is :math:`\sum / \sum` over the batch, the same accounting as the
+reported metric, so every unit weighs the same. The authors (TextFlow, spec §7) average
+per-sequence per-token losses instead, which up-weights short sequences.
+
+**KL annealing** (spec §7), :func:`kl_schedule`. **Learning rate** ÷ ``lr_decay`` after
+``patience`` epochs without a better validation −ELBO, only once annealing is done; Adam's
+moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
+restart of the bias correction and lets resume be exact). **Model selection** uses the
+validation −ELBO at β = 1, which is comparable across epochs even during annealing.
+
+**Checkpoints and resume.** ``<out>/last.pt`` is written at the end of every epoch (and every
+``checkpoint_every`` optimizer steps), ``<out>/best.pt`` on every new best. Each epoch's batch
+order is a function of ``(seed, epoch)`` (:func:`epoch_seed`), so ``resume=True`` restarts from
+the exact batch, with the optimizer, learning rate, patience, best metrics and every random
+generator restored: an interrupted and resumed run ends with the same parameters as an
+uninterrupted one. One JSON object per epoch is appended to ``<out>/metrics.jsonl``.
+
+Example::
+
+    cfg = TrainConfig(epochs=40, batch_size=15, kl_initial_zero=4, kl_rampup=10, out="runs/af")
+    summary = train(model, sequence_batches(train_seqs, cfg, train=True),
+                    sequence_batches(valid_seqs, cfg, train=False), cfg)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro.infer import JitTrace_ELBO, Trace_ELBO
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pyro_lnf.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pyro_lnf.errors import CheckpointError, ConfigError
+from pyro_lnf.evaluate import evaluate
+from pyro_lnf.io import atomic_write
+
+__all__ = [
+    "BEST",
+    "LAST",
+    "METRICS",
+    "BatchSource",
+    "TrainConfig",
+    "TrainSummary",
+    "epoch_seed",
+    "kl_schedule",
+    "sequence_batches",
+    "train",
+]
+
+LAST = "last.pt"
+BEST = "best.pt"
+METRICS = "metrics.jsonl"
+BETA_MIN = 1e-5  # the authors' "zero" KL weight: small but nonzero
+
+#: Per epoch, a callable ``epoch -> batches`` (reshuffle per epoch) or a re-iterable of batches.
+BatchSource = Callable[[int], Iterable[Any]] | Iterable[Any]
+
+# Options that change the sequence of updates: a resumed run must use the checkpoint's values.
+_TRAJECTORY = (
+    "seed", "batch_size", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
+    "kl_rampup", "optimizer", "max_frames",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Training options (defaults: the authors' PTB settings where they apply, spec §7).
+
+    :ivar epochs: number of epochs to reach (a resumed run continues up to it).
+    :ivar batch_size: training sequences per batch; ``eval_batch_size`` for validation
+        (``None``: the same).
+    :ivar lr: learning rate. :ivar optimizer: ``"adam"`` (default betas, no weight decay) or
+        ``"sgd"`` (no momentum; the LSTM baseline's, with lr 20).
+    :ivar particles: ELBO samples per sequence, vectorised.
+    :ivar grad_clip: global gradient-norm bound (``None``: no clipping).
+    :ivar grad_accum: batches per optimizer step; a partial cycle at an epoch's end is dropped.
+    :ivar kl_initial_zero: epochs at β = 1e-5 (:math:`i_0`). :ivar kl_rampup: epochs of the
+        linear ramp to β = 1 (:math:`R`).
+    :ivar patience: epochs without improvement before the LR drops by ``lr_decay``.
+    :ivar max_frames: cap on padded frames per batch (used by :func:`sequence_batches`).
+    :ivar jit: compile the ELBO with ``JitTrace_ELBO`` (one compile per distinct batch shape).
+    :ivar nll_every: IS NLL on validation every this many epochs (0: never), with
+        ``nll_samples`` samples per sequence.
+    :ivar checkpoint_every: also write ``last.pt`` every this many optimizer steps (0: only
+        at the end of each epoch).
+    :ivar out: run directory (``None``: write nothing). :ivar resume: continue ``out/last.pt``.
+    :ivar quiet: no progress bars.
+    """
+
+    epochs: int = 100
+    batch_size: int = 15
+    eval_batch_size: int | None = None
+    lr: float = 1e-3
+    particles: int = 1
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+    grad_clip: float | None = 0.25
+    grad_accum: int = 1
+    kl_initial_zero: int = 0
+    kl_rampup: int = 0
+    patience: int = 1
+    lr_decay: float = 4.0
+    max_frames: int | None = None
+    jit: bool = False
+    nll_every: int = 5
+    nll_samples: int = 30
+    optimizer: str = "adam"
+    checkpoint_every: int = 0
+    resume: bool = False
+    quiet: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid option."""
+        at_least = {
+            "epochs": 0, "batch_size": 1, "particles": 1, "grad_accum": 1, "kl_initial_zero": 0,
+            "kl_rampup": 0, "patience": 1, "nll_every": 0, "nll_samples": 1, "checkpoint_every": 0,
+        }
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("eval_batch_size", "max_frames"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or unset, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        if not self.lr_decay >= 1:
+            raise ConfigError(
+                f"lr_decay must be >= 1 (the LR is divided by it), got {self.lr_decay!r}"
+            )
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be positive or unset, got {self.grad_clip!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise ConfigError(f"device {self.device!r} is not a torch device: {err}") from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} requested but CUDA is not available")
+        if self.resume and self.out is None:
+            raise ConfigError("resume needs the run directory (out) that holds last.pt")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainSummary:
+    """What :func:`train` returns: where the run ended and its best validation −ELBO."""
+
+    epochs: int
+    steps: int
+    lr: float
+    best_valid_loss: float | None
+    best_epoch: int | None
+    last_metrics: dict[str, Any]
+    wall_s: float
+    out: str | None
+
+
+def kl_schedule(
+    epoch: int, batch_fraction: float, initial_zero: int, rampup: int
+) -> tuple[float, bool]:
+    r"""KL weight within an epoch, and whether annealing is done (spec §7, ``get_kl_weight``).
+
+    .. math::
+
+        \beta(i) = \begin{cases} 10^{-5} & i < i_0 \\
+                   10^{-5} + (1 - 10^{-5}) \frac{i - i_0}{R} & i_0 \le i \le i_0 + R \\
+                   1 & i > i_0 + R \end{cases}
+
+    and within epoch :math:`i`, at fraction :math:`f = j / N` of its batches,
+    :math:`\beta = \beta(i-1) + (\beta(i) - \beta(i-1)) f`. ``done`` (learning-rate decay on)
+    only for :math:`i > i_0 + R`. With :math:`i_0 = R = 0`, β = 1 and done from the start;
+    with :math:`R = 0 < i_0`, :math:`\beta(i) = 1` for :math:`i \ge i_0` (ramped within epoch
+    :math:`i_0`). Validation uses :math:`\beta(i)`, i.e. ``batch_fraction = 1``.
+
+    >>> kl_schedule(5, 0.0, 4, 10)[0], kl_schedule(5, 1.0, 4, 10)[0]  # doctest: +SKIP
+    (1e-05, 0.100009)
+    """
+    if initial_zero == 0 and rampup == 0:
+        return 1.0, True
+
+    def at(i: int) -> float:
+        if i < initial_zero:
+            return BETA_MIN
+        if rampup == 0 or i >= initial_zero + rampup:
+            return 1.0
+        return BETA_MIN + (1.0 - BETA_MIN) * (i - initial_zero) / rampup
+
+    start, end = at(epoch - 1), at(epoch)
+    return start + (end - start) * batch_fraction, epoch > initial_zero + rampup
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The shuffling seed of one epoch: a hash of ``(seed, epoch)``, so any epoch's batch order
+    can be rebuilt on resume without replaying the earlier ones."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def sequence_batches(
+    sequences: Sequence[Any], config: TrainConfig, *, train: bool
+) -> Callable[[int], Iterable[Any]]:
+    """A :data:`BatchSource` over raw sequences via ``pyro_lnf.datasets.batching``.
+
+    Training batches are reshuffled per epoch with :func:`epoch_seed`; validation batches
+    (``train=False``) keep their order and use ``eval_batch_size``.
+    """
+    from pyro_lnf.datasets.batching import iterate_batches
+
+    size = config.batch_size if train else (config.eval_batch_size or config.batch_size)
+
+    def batches(epoch: int) -> Iterable[Any]:
+        return iterate_batches(
+            sequences, size, shuffle=train, seed=epoch_seed(config.seed, epoch),
+            device=config.device, max_frames=config.max_frames,
+        )
+
+    return batches
+
+
+def _batches(source: BatchSource, epoch: int) -> list[Any]:
+    # Materialised: the per-batch KL interpolation needs the epoch's number of batches.
+    return list(source(epoch) if callable(source) else source)
+
+
+# ------------------------------------------------------------------------------------------
+# the objective
+
+
+class _TrackedELBO(Trace_ELBO):
+    """``Trace_ELBO`` that keeps its last traces, so the KL of the very same samples can be
+    reported without a second pass."""
+
+    traces: tuple[Any, Any] | None = None
+
+    def _get_traces(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> Iterator[tuple[Any, Any]]:
+        for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):
+            self.traces = (model_trace, guide_trace)
+            yield model_trace, guide_trace
+
+
+def _kl_of(model_trace: Any, guide_trace: Any) -> float:
+    r"""Σ over latent sites of :math:`\log q - \log p`, undoing each site's β scale."""
+    total: torch.Tensor | float = 0.0
+    for name, g in guide_trace.nodes.items():
+        if g["type"] != "sample" or g["is_observed"]:
+            continue
+        m = model_trace.nodes[name]
+        total = total + (g["log_prob"] / g["scale"] - m["log_prob"] / m["scale"]).detach().sum()
+    return float(total)
+
+
+def _tensor_fields(batch: Any) -> tuple[list[str], list[torch.Tensor]]:
+    if dataclasses.is_dataclass(batch):
+        items = [(f.name, getattr(batch, f.name)) for f in dataclasses.fields(batch)]
+    elif hasattr(batch, "_fields"):
+        items = [(name, getattr(batch, name)) for name in batch._fields]
+    else:
+        raise ConfigError(
+            f"jit needs batches that are dataclasses or named tuples, got {type(batch).__name__}; "
+            "train without jit"
+        )
+    named = [(name, value) for name, value in items if isinstance(value, torch.Tensor)]
+    return [name for name, _ in named], [value for _, value in named]
+
+
+def _with_fields(batch: Any, names: list[str], tensors: Sequence[torch.Tensor]) -> Any:
+    values = dict(zip(names, tensors, strict=True))
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **values)
+    return batch._replace(**values)
+
+
+class _Objective:
+    """Summed −ELBO of one batch (and its KL when observable), eager or JIT-compiled.
+
+    Under JIT every tensor must be a positional argument: the batch is split into its tensor
+    fields and β is passed as a 0-d tensor (a float would be baked into the trace). Pyro keys
+    its compile cache on ``(len(args), kwargs)``, not on shapes (pyro-notes §4.2), so the
+    fields' shapes go in as a keyword: one compile per distinct (B, T_max), as ``T_max=...``
+    would do for lengths alone, but also correct for a short last batch.
+    """
+
+    def __init__(self, module: torch.nn.Module, config: TrainConfig) -> None:
+        self.module = module
+        self.particles = config.particles
+        options = dict(
+            num_particles=config.particles, vectorize_particles=True, max_plate_nesting=1
+        )
+        self.jit = config.jit
+        self.template: Any = None
+        if self.jit:
+            self.elbo: Trace_ELBO = JitTrace_ELBO(ignore_jit_warnings=True, **options)
+            self.names: list[str] = []
+            # Pyro's cache key holds id(model) and id(guide): bind the methods once, since
+            # every attribute access would make a new bound-method object (and a recompile).
+            self.jit_model, self.jit_guide = self._jit_model, self._jit_guide
+        else:
+            self.elbo = _TrackedELBO(**options)
+
+    def _jit_model(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
+        self.module.model(_with_fields(self.template, self.names, tensors), beta)
+
+    def _jit_guide(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
+        self.module.guide(_with_fields(self.template, self.names, tensors), beta)
+
+    def __call__(self, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
+        if not self.jit:
+            loss = self.elbo.differentiable_loss(self.module.model, self.module.guide, batch, beta)
+            model_trace, guide_trace = self.elbo.traces
+            self.elbo.traces = None  # do not keep the graph alive until the next step
+            return loss, _kl_of(model_trace, guide_trace) / self.particles
+        self.names, tensors = _tensor_fields(batch)
+        self.template = batch
+        dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
+        beta_t = torch.tensor(beta, dtype=dtype, device=tensors[0].device)
+        shapes = tuple(tuple(t.shape) for t in tensors)
+        loss = self.elbo.differentiable_loss(
+            self.jit_model, self.jit_guide, beta_t, *tensors, shapes=shapes
+        )
+        return loss, None
+
+
+# ------------------------------------------------------------------------------------------
+# the loop
+
+
+@dataclass
+class _State:
+    """Training position and bookkeeping, saved in every checkpoint as plain values."""
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    best_valid: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    metrics_lines: int = 0
+    wall_s: float = 0.0
+    sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
+
+
+_SUMS = ("loss", "kl", "units", "frames", "train_s")
+
+
+def _make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"model {type(module).__name__} has no trainable parameters")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr)
+    return torch.optim.Adam(params, lr=config.lr)
+
+
+def _check_param_store(module: torch.nn.Module) -> None:
+    """Only the module's own parameters are optimised: refuse stray ``pyro.param``s, which
+    would silently never train."""
+    own = {f"{module.name}$$${name}" for name, _ in module.named_parameters()}
+    stray = sorted(set(pyro.get_param_store().keys()) - own)
+    if stray:
+        raise ConfigError(
+            f"parameters {', '.join(stray[:3])} live in Pyro's param store but not in model "
+            f"{type(module).__name__}; make them nn.Parameters of the module"
+        )
+
+
+def _check_resumable(checkpoint: dict[str, Any], module: torch.nn.Module, config: TrainConfig,
+                     path: Path) -> None:
+    saved = checkpoint["model"]
+    here = f"{type(module).__module__}.{type(module).__qualname__}"
+    if saved["class"] != here or saved["config"] != dict(getattr(module, "config", {})):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {saved['class']} with config {saved['config']}, not this "
+            f"model; resume with the same model options or choose another output directory"
+        )
+    old = checkpoint["train_config"]
+    changed = [f"{k}={old.get(k)!r}" for k in _TRAJECTORY if old.get(k) != getattr(config, k)]
+    if changed:
+        raise ConfigError(
+            f"checkpoint {path} was trained with {', '.join(changed)}; resume with the same "
+            "values (a different one would not continue the same run)"
+        )
+
+
+def _truncate_lines(path: Path, keep: int) -> None:
+    """Drop metrics lines written after the checkpoint we resume from."""
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    with atomic_write(path, "w") as f:
+        f.writelines(lines[:keep])
+
+
+def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, epoch: int,
+              beta: float, device: torch.device) -> dict[str, Any]:
+    """Validation −ELBO per unit at β(i) and at β = 1 (one pass: loss_β = rec + β·KL), and
+    the IS NLL on the epochs ``nll_every`` selects."""
+    ev = evaluate(module, valid, num_samples=config.particles, chunk_size=config.particles,
+                  device=device)
+    record = {
+        "valid_loss": ev["reconstruction_nats_per_unit"] + beta * ev["kl_nats_per_unit"],
+        "valid_loss_beta1": ev["elbo_loss_nats_per_unit"],
+        "valid_kl": ev["kl_nats_per_unit"],
+    }
+    if config.nll_every and (epoch + 1) % config.nll_every == 0:
+        nll = evaluate(module, valid, num_samples=config.nll_samples, device=device)
+        record["valid_nll"] = nll["nll_nats_per_unit"]
+        record["valid_nll_samples"] = config.nll_samples
+    return record
+
+
+def _schedule(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
+              loss: float, done: bool) -> bool:
+    """Track the best validation loss; once annealing is done, divide the LR by ``lr_decay``
+    after ``patience`` epochs without improvement (Adam's moments kept). True if improved."""
+    if state.best_valid is None or loss < state.best_valid:
+        state.best_valid, state.best_epoch, state.bad_epochs = loss, epoch, 0
+        return True
+    if done:
+        state.bad_epochs += 1
+        if state.bad_epochs >= config.patience:
+            for group in optimizer.param_groups:
+                group["lr"] /= config.lr_decay
+            state.bad_epochs = 0
+    return False
+
+
+def _progress(quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn(
+            "loss {task.fields[loss]:.4f}  KL {task.fields[kl]}  β {task.fields[beta]:.3g}  "
+            "{task.fields[fps]:.0f} frames/s"
+        ),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+    )
+
+
+def train(
+    module: torch.nn.Module,
+    train_batches: BatchSource,
+    valid_batches: BatchSource | None,
+    config: TrainConfig,
+) -> TrainSummary:
+    """Train ``module`` (a :class:`~pyro_lnf.models.base.LatentVariableModel`) in place.
+
+    :param train_batches: ``epoch -> batches`` (e.g. :func:`sequence_batches`) or a
+        re-iterable of batches; batches need ``.to(device)`` and ``.lengths``.
+    :param valid_batches: the same for validation (``None``: no validation, no best model and
+        no learning-rate decay).
+    :param config: the options; ``config.out`` receives checkpoints and metrics.
+    :returns: the run's :class:`TrainSummary`.
+    :raises ConfigError: invalid options, or options that differ from the resumed run's.
+    :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``.
+    """
+    config.validate()
+    out = Path(config.out) if config.out is not None else None
+    device = torch.device(config.device)
+    pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
+    module.to(device)
+    optimizer = _make_optimizer(module, config)
+    objective = _Objective(module, config)
+    state, pending_rng = _State(), None
+    if config.resume:
+        path = out / LAST
+        checkpoint = load_checkpoint(path, map_location=device)
+        _check_resumable(checkpoint, module, config, path)
+        module.load_state_dict(checkpoint["model"]["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        state = _State(**checkpoint["progress"])
+        pending_rng = checkpoint["rng"]
+        _truncate_lines(out / METRICS, state.metrics_lines)
+    else:
+        if out is not None and (out / LAST).exists():
+            raise ConfigError(
+                f"{out} already holds a run ({LAST}); resume it or choose another output directory"
+            )
+        pyro.set_rng_seed(config.seed)
+        if out is not None:
+            _truncate_lines(out / METRICS, 0)
+    valid = _batches(valid_batches, 0) if valid_batches is not None else []
+    i0, ramp = config.kl_initial_zero, config.kl_rampup
+    checked_store = False
+    started, wall0 = time.perf_counter(), state.wall_s
+    record: dict[str, Any] = {}
+
+    def save(path: Path) -> None:
+        state.wall_s = wall0 + time.perf_counter() - started
+        save_checkpoint(path, module=module, optimizer=optimizer,
+                        progress=dataclasses.asdict(state), train_config=config.to_dict())
+
+    with _progress(config.quiet) as bar:
+        while state.epoch < config.epochs:
+            epoch = state.epoch
+            # Restore the generators at the exact point they were saved: after building the
+            # epoch's batches when resuming mid-epoch, before when at an epoch boundary.
+            if pending_rng is not None and state.batch == 0:
+                set_rng_state(pending_rng)
+                pending_rng = None
+            batches = _batches(train_batches, epoch)
+            if pending_rng is not None:
+                set_rng_state(pending_rng)
+                pending_rng = None
+            n = len(batches)
+            task = bar.add_task("train", total=n, completed=state.batch, epoch=epoch,
+                                loss=math.nan, kl="-", beta=kl_schedule(epoch, 0.0, i0, ramp)[0],
+                                fps=0.0)
+            module.train()
+            sums = state.sums
+            for j in range(state.batch, n):
+                tick = time.perf_counter()
+                batch = batches[j].to(device)
+                beta, _ = kl_schedule(epoch, j / n, i0, ramp)
+                if j % config.grad_accum == 0:
+                    optimizer.zero_grad(set_to_none=True)
+                units = module.normalizer(batch).sum()
+                loss, kl = objective(batch, beta)
+                if not checked_store:
+                    _check_param_store(module)
+                    checked_store = True
+                (loss / units / config.grad_accum).backward()
+                state.batch = j + 1
+                if state.batch % config.grad_accum == 0:
+                    if config.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+                    optimizer.step()
+                    state.step += 1
+                sums["loss"] += loss.item()
+                sums["kl"] += math.nan if kl is None else kl
+                sums["units"] += units.item()
+                sums["frames"] += batch.lengths.sum().item()
+                sums["train_s"] += time.perf_counter() - tick
+                bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
+                           kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
+                           fps=sums["frames"] / max(sums["train_s"], 1e-9))
+                at_step_end = state.batch % config.grad_accum == 0
+                if (out is not None and config.checkpoint_every and at_step_end
+                        and state.step % config.checkpoint_every == 0 and state.batch < n):
+                    save(out / LAST)
+            bar.remove_task(task)
+
+            beta_valid, done = kl_schedule(epoch, 1.0, i0, ramp)
+            lr = optimizer.param_groups[0]["lr"]
+            record = {
+                "epoch": epoch, "step": state.step, "beta": beta_valid, "lr": lr,
+                "anneal_done": done,
+                "train_loss": sums["loss"] / sums["units"] if sums["units"] else None,
+                "train_kl": (sums["kl"] / sums["units"]
+                             if sums["units"] and not math.isnan(sums["kl"]) else None),
+            }
+            improved = False
+            if valid:
+                record.update(_validate(module, valid, config, epoch, beta_valid, device))
+                improved = _schedule(state, optimizer, config, epoch,
+                                     record["valid_loss_beta1"], done)
+            record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
+            record["wall_s"] = wall0 + time.perf_counter() - started
+            state.epoch, state.batch = epoch + 1, 0
+            state.sums = dict.fromkeys(_SUMS, 0.0)
+            if out is not None:
+                with open(out / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                state.metrics_lines += 1
+                if improved:
+                    save(out / BEST)
+                save(out / LAST)
+            if not config.quiet:
+                bar.console.print(_describe(record))
+
+    return TrainSummary(
+        epochs=state.epoch,
+        steps=state.step,
+        lr=optimizer.param_groups[0]["lr"],
+        best_valid_loss=state.best_valid,
+        best_epoch=state.best_epoch,
+        last_metrics=record,
+        wall_s=wall0 + time.perf_counter() - started,
+        out=str(out) if out is not None else None,
+    )
+
+
+def _describe(record: dict[str, Any]) -> str:
+    parts = [f"epoch {record['epoch']}", f"β {record['beta']:.3g}", f"lr {record['lr']:.3g}"]
+    for key, label in (("train_loss", "train"), ("valid_loss", "valid"),
+                       ("valid_loss_beta1", "valid(β=1)"), ("valid_nll", "valid NLL")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {record[key]:.4f}")
+    parts.append(f"{record['frames_per_s']:.0f} frames/s")
+    return "  ".join(parts)
