@@ -205,9 +205,10 @@ def _write_music(root: Path, payload: bytes) -> None:
         (b"plain text, not gzip", "not valid gzip-compressed JSON"),
         (gzip.compress(b'{"train": [[[60'), "not valid gzip-compressed JSON"),
         (gzip.compress(b'[1, 2, 3]'), "does not hold the splits"),
+        (gzip.compress(b'{"train": [[[60.5]]], "valid": [], "test": []}'), "note 60.5 is not an integer"),
         (gzip.compress(json.dumps({"train": [[[60]]], "valid": [], "test": []}).encode()), "has 1 songs"),
     ],
-    ids=["not-gzip", "truncated-json", "not-a-dict", "wrong-sizes"],
+    ids=["not-gzip", "truncated-json", "not-a-dict", "float-note", "wrong-sizes"],
 )
 def test_malformed_music_file(payload: bytes, message: str, tmp_path: Path) -> None:
     _write_music(tmp_path, payload)

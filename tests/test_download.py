@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import os
@@ -14,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+import numpy as np
 import pytest
 import torch
 
@@ -88,13 +90,13 @@ def files_under(path: Path) -> list[Path]:
 
 
 class _Evil:
-    """Unpickling this runs ``command`` through the named callable (the attack being refused)."""
+    """Unpickling this calls ``func(*args)`` (the attack being refused)."""
 
-    def __init__(self, func: object, command: str) -> None:
-        self.func, self.command = func, command
+    def __init__(self, func: object, *args: object) -> None:
+        self.func, self.args = func, args
 
     def __reduce__(self) -> tuple:
-        return self.func, (self.command,)
+        return self.func, self.args
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +148,22 @@ def test_restricted_unpickler_reads_python2_numpy_notes(jsb_pickle: bytes) -> No
     assert [len(songs[s]) for s in SPLITS] == [229, 76, 77]
     first = songs["train"][0][0]
     assert first == sorted(first) and all(type(n) is int for n in first)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_restricted_unpickler_reads_python3_pickles(protocol: int) -> None:
+    songs = {"train": [[{np.int64(64), np.int64(60)}, set()]], "valid": [[frozenset([np.int32(21)])]], "test": []}
+    assert unpickle_songs(pickle.dumps(songs, protocol=protocol), "x") == {
+        "train": [[[60, 64], []]],
+        "valid": [[[21]]],
+        "test": [],
+    }
+
+
+def test_restricted_unpickler_allows_only_the_latin1_codec() -> None:
+    payload = pickle.dumps({"train": [_Evil(codecs.encode, "text", "rot13")], "valid": [], "test": []}, protocol=2)
+    with pytest.raises(DatasetError, match="codec 'rot13'"):
+        unpickle_songs(payload, "x")
 
 
 def test_unreachable_mirrors_give_one_line_download_error(tmp_path: Path) -> None:

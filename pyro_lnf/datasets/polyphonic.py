@@ -90,7 +90,8 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     Unpickling calls whatever global the file names (``os.system`` included), so every global
     is checked against an allow-list: safe builtins, and ``numpy.core.multiarray.scalar`` with
-    ``numpy.dtype``, which the original Python-2 pickles use for their int64 notes. Anything else
+    ``numpy.dtype``, which the original Python-2 pickles use for their int64 notes (and
+    ``_codecs.encode``, how Python 3 stores bytes at protocol 2). Anything else
     raises :class:`~pyro_lnf.errors.DatasetError` naming the global, before it is called.
 
     Example::
@@ -109,10 +110,19 @@ class RestrictedUnpickler(pickle.Unpickler):
             ("numpy", "dtype"),
         }
     )
+    # Python 3 writes bytes into protocol-2 pickles (e.g. a numpy scalar's raw data) as
+    # _codecs.encode(text, "latin1"): a pure data conversion.
+    _CODECS = ("_codecs", "encode")
 
     def __init__(self, file: io.BufferedIOBase, *, source: str, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
         self._source = source
+
+    def _latin1(self, text: str, encoding: str) -> bytes:
+        # Only the conversion pickle itself emits; no other codec is reachable from a file.
+        if encoding not in ("latin1", "latin-1"):
+            raise DatasetError(f"refused to unpickle {self._source}: it asks for the codec {encoding!r}")
+        return text.encode("latin-1")
 
     def find_class(self, module: str, name: str) -> Any:
         # Python-2 pickles name __builtin__.set etc.; map them the way pickle's fix_imports does.
@@ -120,6 +130,8 @@ class RestrictedUnpickler(pickle.Unpickler):
             module, name = "builtins", self._PY2_NAMES.get(name, name)
         if module == "builtins" and name in self._BUILTINS:
             return getattr(builtins, name)
+        if (module, name) == self._CODECS:
+            return self._latin1
         if (module, name) in self._NUMPY:
             if name == "dtype":
                 return np.dtype
@@ -234,7 +246,7 @@ def read_songs(name: str, data_dir: Path) -> tuple[Songs, dict[str, tuple[np.nda
     path = music_path(name, data_dir)
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f:
-            songs = json.load(f)
+            songs = json.load(f, parse_float=_no_float)
     except FileNotFoundError:
         raise DatasetError(
             f"{path} is missing; run `lnf datasets --fetch {name}` or pass download=True"
@@ -245,6 +257,11 @@ def read_songs(name: str, data_dir: Path) -> tuple[Songs, dict[str, tuple[np.nda
             f"and run `lnf datasets --fetch {name}`"
         ) from None
     return songs, validate_songs(songs, spec, str(path))
+
+
+def _no_float(text: str) -> float:
+    # Notes are integers; numpy would silently truncate 60.5 to 60 when flattening.
+    raise ValueError(f"note {text} is not an integer")
 
 
 def load_polyphonic(name: str, data_dir: Path) -> Dataset:
