@@ -96,11 +96,14 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     Example::
 
-        >>> RestrictedUnpickler(io.BytesIO(data), encoding="latin1").load()
+        >>> f = io.BytesIO(data)
+        >>> songs = RestrictedUnpickler(f, source="JSB Chorales.pickle", encoding="latin1").load()
+        >>> sorted(songs)
+        ['test', 'train', 'valid']
     """
 
     _BUILTINS = frozenset(
-        {"set", "frozenset", "list", "dict", "tuple", "int", "float", "complex", "str", "bytes", "bool"}
+        {"set", "frozenset", "list", "dict", "tuple", "int", "float", "str", "bool"}
     )
     _PY2_NAMES = {"long": "int", "unicode": "str"}
     _NUMPY = frozenset(
@@ -161,7 +164,8 @@ def unpickle_songs(data: bytes, source: str) -> Songs:
     except DatasetError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of a corrupt pickle is a bad file
-        raise DatasetError(f"{source} is not a readable pickle ({type(err).__name__}: {err})") from None
+        reason = " ".join(str(err).split())
+        raise DatasetError(f"{source} is not a readable pickle ({type(err).__name__}: {reason})") from None
     if not isinstance(obj, dict) or not set(SPLITS) <= set(obj):
         raise DatasetError(f"{source} does not hold a dict with keys {SPLITS}; it is not a music dataset")
     try:
