@@ -135,11 +135,15 @@ class Dataset:
 
     def __post_init__(self) -> None:
         if set(self.splits) != set(SPLITS):
-            raise DatasetError(f"dataset {self.name!r} needs splits {SPLITS}, got {tuple(self.splits)}")
+            raise DatasetError(
+                f"dataset {self.name!r} needs splits {SPLITS}, got {tuple(self.splits)}"
+            )
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(self.splits[s])}" for s in SPLITS)
-        return f"Dataset({self.name!r}, kind={self.kind!r}, num_features={self.num_features}, {sizes})"
+        return (
+            f"Dataset({self.name!r}, kind={self.kind!r}, num_features={self.num_features}, {sizes})"
+        )
 
     @property
     def pad_value(self) -> int | float:

@@ -53,7 +53,11 @@ class Batch:
         """This batch with every tensor moved to ``device``."""
         mask = None if self.mask is None else self.mask.to(device)
         return replace(
-            self, x=self.x.to(device), lengths=self.lengths.to(device), mask=mask, indices=self.indices.to(device)
+            self,
+            x=self.x.to(device),
+            lengths=self.lengths.to(device),
+            mask=mask,
+            indices=self.indices.to(device),
         )
 
 
@@ -84,7 +88,8 @@ def collate(
     if bow_size is not None:
         x = torch.zeros(len(seqs), bow_size, dtype=torch.get_default_dtype(), device=device)
         rows = torch.repeat_interleave(torch.arange(len(seqs), device=device), lengths)
-        x.index_put_((rows, torch.cat(seqs)), torch.ones((), dtype=x.dtype, device=device), accumulate=True)
+        one = torch.ones((), dtype=x.dtype, device=device)
+        x.index_put_((rows, torch.cat(seqs)), one, accumulate=True)
         return Batch(x, lengths, None, indices.to(device))
     x = pad_sequence(seqs, batch_first=True, padding_value=pad_value)
     mask = torch.arange(x.shape[1], device=device) < lengths[:, None]
@@ -152,7 +157,8 @@ def batch_indices(
     lens = lengths.tolist()
     if not shuffle:
         order = torch.sort(lengths, stable=True).indices.tolist()
-        return [torch.tensor(b, dtype=torch.long) for b in _cut(order, lens, batch_size, max_frames, drop_last)]
+        plan = _cut(order, lens, batch_size, max_frames, drop_last)
+        return [torch.tensor(b, dtype=torch.long) for b in plan]
     gen = _generator(seed)
     perm = torch.randperm(n, generator=gen).tolist()
     pool = POOL_FACTOR * batch_size
@@ -211,7 +217,12 @@ def iterate_batches(
     else:
         lengths = [s.shape[0] for s in sequences]
         plan = batch_indices(
-            lengths, batch_size, shuffle=shuffle, seed=seed, max_frames=max_frames, drop_last=drop_last
+            lengths,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            max_frames=max_frames,
+            drop_last=drop_last,
         )
     for idx in plan:
         yield collate(sequences, idx, pad_value=pad_value, bow_size=bow_size).to(device)

@@ -32,7 +32,10 @@ from pyro_lnf.datasets.base import Dataset, Vocab
 from pyro_lnf.datasets.download import Source, fetch_bytes, write_atomic
 from pyro_lnf.errors import ConfigError, DatasetError
 
-_NVDM = "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
+_NVDM = (
+    "https://raw.githubusercontent.com/ysmiao/nvdm/"
+    "19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
+)
 SOURCES = {
     name: Source(name, (_NVDM + name,), sha)
     for name, sha in (
@@ -52,9 +55,13 @@ def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise DatasetError(f"{path} is missing; run `lnf datasets --fetch 20news` or pass download=True") from None
+        raise DatasetError(
+            f"{path} is missing; run `lnf datasets --fetch 20news` or pass download=True"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(f"{path} is not readable UTF-8 text ({err}); delete it and fetch it again") from None
+        raise DatasetError(
+            f"{path} is not readable UTF-8 text ({err}); delete it and fetch it again"
+        ) from None
 
 
 def read_feat(path: Path, vocab_size: int) -> tuple[list[torch.Tensor], torch.Tensor, int]:
@@ -75,7 +82,9 @@ def read_feat(path: Path, vocab_size: int) -> tuple[list[torch.Tensor], torch.Te
     except (ValueError, DeprecationWarning) as err:
         raise DatasetError(f"{path} is not in NVDM format 'label idx:count ...' ({err})") from None
     if flat.size != len(lines) + 2 * int(pairs_per_doc.sum()):
-        raise DatasetError(f"{path} is not in NVDM format 'label idx:count ...' (a token is not an integer)")
+        raise DatasetError(
+            f"{path} is not in NVDM format 'label idx:count ...' (a token is not an integer)"
+        )
     starts = np.concatenate([[0], np.cumsum(1 + 2 * pairs_per_doc)[:-1]]).astype(np.int64)
     labels = flat[starts]
     pairs = np.delete(flat, starts).reshape(-1, 2)
@@ -116,8 +125,9 @@ def load_20news(
     test, test_labels, test_empty = read_feat(folder / "test.feat", len(vocab))
 
     source = train if valid_from == "train" else test
-    if isinstance(valid_size, bool) or not isinstance(valid_size, int) or not 0 < valid_size < len(source):
-        raise ConfigError(f"valid_size must be an integer in 1..{len(source) - 1}, got {valid_size!r}")
+    n = len(source)
+    if isinstance(valid_size, bool) or not isinstance(valid_size, int) or not 0 < valid_size < n:
+        raise ConfigError(f"valid_size must be an integer in 1..{n - 1}, got {valid_size!r}")
     source_labels = train_labels if valid_from == "train" else test_labels
     perm = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))
     held = perm[:valid_size].sort().values
@@ -158,6 +168,9 @@ def fetch_20news(
     for name in SOURCES:
         path = folder / name
         if not path.exists():
-            write_atomic(path, fetch_bytes(SOURCES[name], mirrors, verify=verify, progress=progress, timeout=timeout))
+            data = fetch_bytes(
+                SOURCES[name], mirrors, verify=verify, progress=progress, timeout=timeout
+            )
+            write_atomic(path, data)
             written.append(path)
     return written

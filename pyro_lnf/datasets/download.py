@@ -136,7 +136,9 @@ def fetch_bytes(
             digest = hashlib.sha256(data).hexdigest()
             if digest != expected:
                 bad_checksum = True
-                failures.append(f"{url}: SHA-256 {digest[:12]}... is not the expected {expected[:12]}...")
+                failures.append(
+                    f"{url}: SHA-256 {digest[:12]}... is not the expected {expected[:12]}..."
+                )
                 continue
         return data
     what = "; ".join(failures) or "no mirror given"

@@ -56,7 +56,9 @@ class MusicSpec:
     split_sizes: tuple[int, int, int]
 
 
-def _spec(name: str, title: str, pickle_name: str, sizes: tuple[int, int, int], sha: str | None) -> MusicSpec:
+def _spec(
+    name: str, title: str, pickle_name: str, sizes: tuple[int, int, int], sha: str | None
+) -> MusicSpec:
     # The canonical server first; Pyro's mirror of the same pickles second (its bytes are only
     # accepted where they match the known checksum; the content is validated in every case).
     urls = (_CANONICAL + quote(pickle_name), _PYRO + f"{name}.pickle")
@@ -124,7 +126,9 @@ class RestrictedUnpickler(pickle.Unpickler):
     def _latin1(self, text: str, encoding: str) -> bytes:
         # Only the conversion pickle itself emits; no other codec is reachable from a file.
         if encoding not in ("latin1", "latin-1"):
-            raise DatasetError(f"refused to unpickle {self._source}: it asks for the codec {encoding!r}")
+            raise DatasetError(
+                f"refused to unpickle {self._source}: it asks for the codec {encoding!r}"
+            )
         return text.encode("latin-1")
 
     def find_class(self, module: str, name: str) -> Any:
@@ -165,16 +169,22 @@ def unpickle_songs(data: bytes, source: str) -> Songs:
         raise
     except Exception as err:  # noqa: BLE001 - any failure of a corrupt pickle is a bad file
         reason = " ".join(str(err).split())
-        raise DatasetError(f"{source} is not a readable pickle ({type(err).__name__}: {reason})") from None
+        raise DatasetError(
+            f"{source} is not a readable pickle ({type(err).__name__}: {reason})"
+        ) from None
     if not isinstance(obj, dict) or not set(SPLITS) <= set(obj):
-        raise DatasetError(f"{source} does not hold a dict with keys {SPLITS}; it is not a music dataset")
+        raise DatasetError(
+            f"{source} does not hold a dict with keys {SPLITS}; it is not a music dataset"
+        )
     try:
         return {
             split: [[sorted({_note(n) for n in step}) for step in song] for song in obj[split]]
             for split in SPLITS
         }
     except (TypeError, ValueError) as err:
-        raise DatasetError(f"{source} is not a list of songs of note sets per split ({err})") from None
+        raise DatasetError(
+            f"{source} is not a list of songs of note sets per split ({err})"
+        ) from None
 
 
 def _note(n: Any) -> int:
@@ -188,7 +198,9 @@ def _flatten(songs: list[list[list[int]]]) -> tuple[np.ndarray, np.ndarray, np.n
     song_lengths = np.fromiter((len(s) for s in songs), dtype=np.int64, count=len(songs))
     steps = list(itertools.chain.from_iterable(songs))
     per_step = np.fromiter((len(step) for step in steps), dtype=np.int64, count=len(steps))
-    notes = np.fromiter(itertools.chain.from_iterable(steps), dtype=np.int64, count=int(per_step.sum()))
+    notes = np.fromiter(
+        itertools.chain.from_iterable(steps), dtype=np.int64, count=int(per_step.sum())
+    )
     return song_lengths, per_step, notes
 
 
@@ -212,7 +224,9 @@ def validate_songs(songs: Any, spec: MusicSpec, source: str) -> dict[str, tuple[
         try:
             flat[split] = _flatten(part)
         except (TypeError, ValueError) as err:
-            raise DatasetError(f"{source}: split {split!r} is not a list of songs of note lists ({err})") from None
+            raise DatasetError(
+                f"{source}: split {split!r} is not a list of songs of note lists ({err})"
+            ) from None
         notes = flat[split][2]
         if notes.size and (notes.min() < MIN_NOTE or notes.max() > MAX_NOTE):
             raise DatasetError(
@@ -224,7 +238,9 @@ def validate_songs(songs: Any, spec: MusicSpec, source: str) -> dict[str, tuple[
     return flat
 
 
-def to_rolls(song_lengths: np.ndarray, per_step: np.ndarray, notes: np.ndarray) -> list[torch.Tensor]:
+def to_rolls(
+    song_lengths: np.ndarray, per_step: np.ndarray, notes: np.ndarray
+) -> list[torch.Tensor]:
     """Piano rolls of one flattened split: one float32 ``(T, 88)`` tensor per song.
 
     All rolls are filled in one vectorised scatter and returned as views of a single buffer
@@ -277,7 +293,11 @@ def load_polyphonic(name: str, data_dir: Path) -> Dataset:
         kind="binary",
         splits=splits,
         num_features=NUM_NOTES,
-        info={"title": MUSIC[name].title, "path": str(music_path(name, data_dir)), "min_note": MIN_NOTE},
+        info={
+            "title": MUSIC[name].title,
+            "path": str(music_path(name, data_dir)),
+            "min_note": MIN_NOTE,
+        },
     )
 
 

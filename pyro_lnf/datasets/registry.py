@@ -13,7 +13,13 @@ from pyro_lnf.datasets.base import SPLITS, Dataset, Kind, resolve_data_dir
 from pyro_lnf.datasets.bow import SOURCES as NEWS_SOURCES
 from pyro_lnf.datasets.bow import fetch_20news, load_20news, news_dir
 from pyro_lnf.datasets.polyphonic import MUSIC, fetch_polyphonic, load_polyphonic, music_path
-from pyro_lnf.datasets.ptb import DEFAULT_CHAR_MAX_LENGTH, fetch_ptb, load_ptb_char, load_ptb_words, ptb_path
+from pyro_lnf.datasets.ptb import (
+    DEFAULT_CHAR_MAX_LENGTH,
+    fetch_ptb,
+    load_ptb_char,
+    load_ptb_words,
+    ptb_path,
+)
 from pyro_lnf.errors import ConfigError, DatasetError
 
 FETCH_OPTIONS = ("mirrors", "verify", "progress", "timeout")
@@ -106,7 +112,9 @@ def get_spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except (KeyError, TypeError):
-        raise DatasetError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}") from None
+        raise DatasetError(
+            f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}"
+        ) from None
 
 
 def fetch_dataset(
@@ -161,7 +169,9 @@ def load_dataset(
     unknown = set(options) - set(spec.options)
     if unknown:
         valid = ", ".join(spec.options) or "none"
-        raise ConfigError(f"unknown option(s) {', '.join(sorted(unknown))} for dataset {name!r}; valid: {valid}")
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))} for dataset {name!r}; valid: {valid}"
+        )
     root = resolve_data_dir(data_dir)
     missing = spec.missing(root)
     if missing and download:
@@ -207,7 +217,8 @@ def summarize(name: str, data_dir: str | os.PathLike | None = None) -> DatasetSu
         dropped = ", ".join(f"{s} {t - k}" for s, (k, t) in ds.info["kept"].items())
         note = f"length <= {ds.info['max_length']}; dropped {dropped}"
     elif ds.kind == "bow":
-        note = f"valid: {len(ds.splits['valid'])} held out of {ds.info['valid_from']} (seed {ds.info['seed']})"
+        held, source, seed = len(ds.splits["valid"]), ds.info["valid_from"], ds.info["seed"]
+        note = f"valid: {held} held out of {source} (seed {seed})"
     return DatasetSummary(
         spec,
         present=True,

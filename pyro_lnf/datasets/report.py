@@ -1,4 +1,4 @@
-"""The table ``lnf datasets`` prints: every registered dataset, its sizes, and whether it is here."""
+"""The table ``lnf datasets`` prints: every dataset, its sizes, and whether it is present."""
 
 from __future__ import annotations
 

@@ -76,14 +76,20 @@ class LengthDistribution(TorchDistribution):
         validate_args: bool | None = None,
     ) -> None:
         self.log_probs_table = log_probs_table
-        self.tail_log_mass = torch.as_tensor(tail_log_mass, dtype=log_probs_table.dtype, device=log_probs_table.device)
-        self.tail_log_ratio = torch.as_tensor(tail_log_ratio, dtype=log_probs_table.dtype, device=log_probs_table.device)
+        like = {"dtype": log_probs_table.dtype, "device": log_probs_table.device}
+        self.tail_log_mass = torch.as_tensor(tail_log_mass, **like)
+        self.tail_log_ratio = torch.as_tensor(tail_log_ratio, **like)
         super().__init__(torch.Size(batch_shape), torch.Size(), validate_args=validate_args)
         if self._validate_args:
             if log_probs_table.dim() != 1 or log_probs_table.numel() == 0:
-                raise ValueError(f"log_probs_table must be a non-empty vector, got shape {tuple(log_probs_table.shape)}")
+                raise ValueError(
+                    "log_probs_table must be a non-empty vector, "
+                    f"got shape {tuple(log_probs_table.shape)}"
+                )
             if not (self.tail_log_ratio < 0).item():
-                raise ValueError(f"tail_log_ratio must be negative (a ratio below 1), got {self.tail_log_ratio.item()}")
+                raise ValueError(
+                    f"tail_log_ratio must be negative (a ratio below 1), got {self.tail_log_ratio}"
+                )
             total = torch.cat([log_probs_table, self.tail_log_mass[None]]).logsumexp(0).exp().item()
             if not math.isclose(total, 1.0, abs_tol=1e-4):
                 raise ValueError(f"the table and the tail must sum to 1, got {total}")
@@ -112,9 +118,13 @@ class LengthDistribution(TorchDistribution):
         if lengths.numel() == 0:
             raise DatasetError("cannot fit p(T) to an empty split: it has no lengths")
         if lengths.is_floating_point() or lengths.min() < 1:
-            raise DatasetError("p(T) needs positive integer lengths; got a length below 1 or a non-integer")
+            raise DatasetError(
+                "p(T) needs positive integer lengths; got a length below 1 or a non-integer"
+            )
         if not alpha > 0 or not max_factor >= 1:
-            raise ValueError(f"need alpha > 0 and max_factor >= 1, got alpha={alpha}, max_factor={max_factor}")
+            raise ValueError(
+                f"need alpha > 0 and max_factor >= 1, got alpha={alpha}, max_factor={max_factor}"
+            )
         dtype = dtype or torch.get_default_dtype()
         lengths = lengths.reshape(-1).long()
         longest = int(lengths.max())
@@ -135,12 +145,16 @@ class LengthDistribution(TorchDistribution):
         """``L``: lengths beyond it are in the geometric tail."""
         return self.log_probs_table.shape[-1]
 
-    def expand(self, batch_shape: torch.Size | Sequence[int], _instance: LengthDistribution | None = None) -> LengthDistribution:
+    def expand(
+        self, batch_shape: torch.Size | Sequence[int], _instance: LengthDistribution | None = None
+    ) -> LengthDistribution:
         new = self._get_checked_instance(LengthDistribution, _instance)
         new.log_probs_table = self.log_probs_table
         new.tail_log_mass = self.tail_log_mass
         new.tail_log_ratio = self.tail_log_ratio
-        super(LengthDistribution, new).__init__(torch.Size(batch_shape), torch.Size(), validate_args=False)
+        super(LengthDistribution, new).__init__(
+            torch.Size(batch_shape), torch.Size(), validate_args=False
+        )
         new._validate_args = self._validate_args
         return new
 
@@ -152,7 +166,9 @@ class LengthDistribution(TorchDistribution):
         size = self.table_size
         in_table = self.log_probs_table[(t - 1).clamp(0, size - 1)]
         log_q = self.tail_log_ratio
-        tail = self.tail_log_mass + torch.log(-torch.expm1(log_q)) + (t - size - 1).to(log_q.dtype) * log_q
+        # log m + log(1 - q) + (T - L - 1) log q, with log(1 - q) = log(-expm1(log q))
+        overshoot = (t - size - 1).to(log_q.dtype)
+        tail = self.tail_log_mass + torch.log(-torch.expm1(log_q)) + overshoot * log_q
         lp = torch.where(t <= size, in_table, tail)
         lp = torch.where(t >= 1, lp, torch.full_like(lp, -math.inf))
         return lp.expand(torch.broadcast_shapes(lp.shape, self.batch_shape))
@@ -180,7 +196,10 @@ class LengthDistribution(TorchDistribution):
         """Rebuild from :meth:`state_dict` (e.g. after ``torch.load(..., weights_only=True)``)."""
         return cls(state["log_probs_table"], state["tail_log_mass"], state["tail_log_ratio"])
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LengthDistribution:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> LengthDistribution:
         """The same distribution with its parameters on ``device`` (and in ``dtype``)."""
         moved = {k: v.to(device=device, dtype=dtype) for k, v in self.state_dict().items()}
-        return LengthDistribution(**moved, validate_args=self._validate_args).expand(self.batch_shape)
+        moved_dist = LengthDistribution(**moved, validate_args=self._validate_args)
+        return moved_dist.expand(self.batch_shape)
