@@ -98,13 +98,14 @@ class TrainConfig:
     :ivar epochs: number of epochs to reach (a resumed run continues up to it).
     :ivar batch_size: training sequences per batch; ``eval_batch_size`` for validation
         (``None``: the same).
-    :ivar lr: learning rate. :ivar optimizer: ``"adam"`` (default betas, no weight decay) or
-        ``"sgd"`` (no momentum; the LSTM baseline's, with lr 20).
+    :ivar lr: learning rate.
+    :ivar optimizer: ``"adam"`` (default betas, no weight decay) or ``"sgd"`` (no momentum;
+        the LSTM baseline's, with lr 20).
     :ivar particles: ELBO samples per sequence, vectorised.
     :ivar grad_clip: global gradient-norm bound (``None``: no clipping).
     :ivar grad_accum: batches per optimizer step; a partial cycle at an epoch's end is dropped.
-    :ivar kl_initial_zero: epochs at β = 1e-5 (:math:`i_0`). :ivar kl_rampup: epochs of the
-        linear ramp to β = 1 (:math:`R`).
+    :ivar kl_initial_zero: epochs at β = 1e-5 (:math:`i_0`).
+    :ivar kl_rampup: epochs of the linear ramp to β = 1 (:math:`R`).
     :ivar patience: epochs without improvement before the LR drops by ``lr_decay``.
     :ivar max_frames: cap on padded frames per batch (used by :func:`sequence_batches`).
     :ivar jit: compile the ELBO with ``JitTrace_ELBO`` (one compile per distinct batch shape).
@@ -112,7 +113,10 @@ class TrainConfig:
         ``nll_samples`` samples per sequence.
     :ivar checkpoint_every: also write ``last.pt`` every this many optimizer steps (0: only
         at the end of each epoch).
-    :ivar out: run directory (``None``: write nothing). :ivar resume: continue ``out/last.pt``.
+    :ivar out: run directory (``None``: write nothing).
+    :ivar resume: continue the run in ``out/last.pt``; options that change the sequence of
+        updates (seed, batch size, particles, accumulation, clipping, KL schedule, optimizer,
+        max_frames) must match it, ``epochs`` may grow.
     :ivar quiet: no progress bars.
     """
 

@@ -15,6 +15,16 @@ from pyro.infer import Trace_ELBO
 from pyro_lnf.evaluate import METRIC_LABELS, evaluate, importance_log_likelihood, importance_sample
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second thread only adds synchronisation, which on a shared 2-core
+    machine costs several times the work itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclass
 class Batch:
     x: torch.Tensor  # (B, T), padded with zeros

@@ -29,6 +29,16 @@ from pyro_lnf.train import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: a second thread only adds synchronisation, which on a shared 2-core
+    machine costs several times the work itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @dataclass(frozen=True)
 class ToyBatch:
     x: torch.Tensor  # (B, T) token ids, padded with 0
