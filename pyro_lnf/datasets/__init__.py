@@ -2,9 +2,9 @@
 
 Example::
 
-    >>> from pyro_lnf.datasets import load_dataset
-    >>> ds = load_dataset("jsb_chorales", data_dir="data", download=True)
-    >>> for batch in ds.batches("train", 16, seed=0):
+    >>> from pyro_lnf.datasets import load_dataset  # doctest: +SKIP
+    >>> ds = load_dataset("jsb_chorales", data_dir="data", download=True)  # doctest: +SKIP
+    >>> for batch in ds.batches("train", 16, seed=0):  # doctest: +SKIP
     ...     batch.x.shape, batch.mask.shape   # (16, T_max, 88), (16, T_max)
 """
 

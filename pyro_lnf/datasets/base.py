@@ -121,8 +121,8 @@ class Dataset:
 
     Example::
 
-        >>> ds = load_dataset("jsb_chorales")
-        >>> len(ds.splits["train"]), ds.splits["train"][0].shape
+        >>> ds = load_dataset("jsb_chorales")  # doctest: +SKIP
+        >>> len(ds.splits["train"]), ds.splits["train"][0].shape  # doctest: +SKIP
         (229, torch.Size([..., 88]))
     """
 
@@ -142,7 +142,8 @@ class Dataset:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{s}={len(self.splits[s])}" for s in SPLITS)
         return (
-            f"Dataset({self.name!r}, kind={self.kind!r}, num_features={self.num_features}, {sizes})"
+            f"Dataset({self.name!r}, kind={self.kind!r}, "
+            f"num_features={self.num_features}, {sizes})"
         )
 
     @property

@@ -202,8 +202,11 @@ def iterate_batches(
 
     Example::
 
-        >>> for batch in iterate_batches(rolls, 32, shuffle=True, seed=0, max_frames=20_000):
-        ...     loss = svi.step(batch)
+        >>> rolls = [torch.zeros(t, 88) for t in (3, 5, 4)]
+        >>> [tuple(b.x.shape) for b in iterate_batches(rolls, 2)]  # sorted by length
+        [(2, 4, 88), (1, 5, 88)]
+        >>> [len(b) for b in iterate_batches(rolls, 2, max_frames=8)]  # B * T_max <= 8
+        [2, 1]
     """
     if bow_size is not None:
         if max_frames is not None:

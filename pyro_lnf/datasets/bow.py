@@ -112,8 +112,8 @@ def load_20news(
 
     Example::
 
-        >>> ds = load_20news(Path("data"))
-        >>> [len(ds.splits[s]) for s in ("train", "valid", "test")]
+        >>> ds = load_20news(Path("data"))  # doctest: +SKIP
+        >>> [len(ds.splits[s]) for s in ("train", "valid", "test")]  # doctest: +SKIP
         [10268, 1000, 7505]
     """
     if valid_from not in ("train", "test"):

@@ -70,7 +70,10 @@ def mirror_urls(source: Source, mirrors: Sequence[str] | str | None = None) -> l
 
 def _one_line(err: BaseException) -> str:
     # URLError wraps the socket error in .reason; HTTPError's own str carries the status code.
-    reason = err if isinstance(err, urllib.error.HTTPError) else getattr(err, "reason", None) or err
+    if isinstance(err, urllib.error.HTTPError):
+        reason: object = err
+    else:
+        reason = getattr(err, "reason", None) or err
     return " ".join(str(reason).split()) or type(err).__name__
 
 
@@ -144,8 +147,9 @@ def fetch_bytes(
     what = "; ".join(failures) or "no mirror given"
     if bad_checksum:
         raise ChecksumError(
-            f"refused {source.filename}: checksum mismatch ({what}); the mirror serves a different "
-            f"or corrupted file: use another mirror ({MIRROR_ENV}) or place the file by hand"
+            f"refused {source.filename}: checksum mismatch ({what}); the mirror serves a "
+            f"different or corrupted file: use another mirror ({MIRROR_ENV}) or place the file "
+            "by hand"
         )
     raise DownloadError(
         f"could not download {source.filename} from any mirror ({what}); check the network, set "

@@ -98,10 +98,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     Example::
 
-        >>> f = io.BytesIO(data)
-        >>> songs = RestrictedUnpickler(f, source="JSB Chorales.pickle", encoding="latin1").load()
-        >>> sorted(songs)
-        ['test', 'train', 'valid']
+        >>> data = pickle.dumps({"train": [[frozenset([60])]]}, protocol=2)
+        >>> RestrictedUnpickler(io.BytesIO(data), source="x.pickle", encoding="latin1").load()
+        {'train': [[frozenset({60})]]}
+        >>> RestrictedUnpickler(io.BytesIO(pickle.dumps(eval)), source="x").load()
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        pyro_lnf.errors.DatasetError: refused to unpickle x: ... global builtins.eval, ...
     """
 
     _BUILTINS = frozenset(

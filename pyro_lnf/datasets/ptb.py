@@ -95,12 +95,12 @@ def load_ptb_char(data_dir: Path, max_length: int | None = DEFAULT_CHAR_MAX_LENG
 
     Example::
 
-        >>> ds = load_ptb_char(Path("data"))
-        >>> ds.vocab.decode(ds.splits["valid"][0])[:24]
+        >>> ds = load_ptb_char(Path("data"))  # doctest: +SKIP
+        >>> ds.vocab.decode(ds.splits["valid"][0])[:24]  # doctest: +SKIP
         'consumers may want to mo'
     """
     _check_max_length(max_length)
-    raw = {split: [s.strip() for s in _read_lines(split, data_dir, "ptb_char")] for split in SPLITS}
+    raw = {s: [line.strip() for line in _read_lines(s, data_dir, "ptb_char")] for s in SPLITS}
     kept = {split: _filter(raw[split], max_length) for split in SPLITS}
     # Code points of each split's text, to map characters to ids without a Python loop.
     code = {
@@ -141,8 +141,8 @@ def load_ptb_words(data_dir: Path, max_length: int | None = None) -> Dataset:
 
     Example::
 
-        >>> ds = load_ptb_words(Path("data"))
-        >>> len(ds.vocab), ds.vocab.decode(ds.splits["valid"][0])[:21]
+        >>> ds = load_ptb_words(Path("data"))  # doctest: +SKIP
+        >>> len(ds.vocab), ds.vocab.decode(ds.splits["valid"][0])[:21]  # doctest: +SKIP
         (10002, 'consumers may want to')
     """
     _check_max_length(max_length)
@@ -217,7 +217,8 @@ def extract_ptb(
     for split in SPLITS:
         if split not in files:
             raise DatasetError(
-                f"{source} has no simple-examples/data/ptb.{split}.txt; it is not Mikolov's archive"
+                f"{source} has no simple-examples/data/ptb.{split}.txt; "
+                "it is not Mikolov's archive"
             )
         digest = hashlib.sha256(files[split]).hexdigest()
         if verify and digest != PTB_SHA256[split]:

@@ -160,8 +160,8 @@ def load_dataset(
 
     Example::
 
-        >>> ds = load_dataset("ptb_char", max_length=288)
-        >>> ds.kind, ds.num_features, len(ds.splits["valid"])
+        >>> ds = load_dataset("ptb_char", max_length=288)  # doctest: +SKIP
+        >>> ds.kind, ds.num_features, len(ds.splits["valid"])  # doctest: +SKIP
         ('categorical', 51, 3356)
     """
     spec = get_spec(name)

@@ -90,7 +90,8 @@ class LengthDistribution(TorchDistribution):
                 raise ValueError(
                     f"tail_log_ratio must be negative (a ratio below 1), got {self.tail_log_ratio}"
                 )
-            total = torch.cat([log_probs_table, self.tail_log_mass[None]]).logsumexp(0).exp().item()
+            everything = torch.cat([log_probs_table, self.tail_log_mass[None]])
+            total = everything.logsumexp(0).exp().item()
             if not math.isclose(total, 1.0, abs_tol=1e-4):
                 raise ValueError(f"the table and the tail must sum to 1, got {total}")
 
