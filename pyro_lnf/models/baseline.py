@@ -1,0 +1,82 @@
+"""The length-conditioned autoregressive LSTM baseline, with the same NLL accounting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyro
+import torch
+from torch import nn
+
+from pyro_lnf.checkpoint import register_model
+from pyro_lnf.models.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.length import LengthModel
+from pyro_lnf.models.lnf import observation_distribution
+
+
+@register_model("lstm")
+class LSTMBaseline(nn.Module):
+    r"""Autoregressive LSTM: :math:`p(x, T) = p(T) \prod_t p(x_t \mid x_{<t}, T)`.
+
+    The input at step ``t`` is :math:`[\mathrm{emb}(x_{t-1}); c_t]` with :math:`x_{-1}` a zero
+    vector and :math:`c_t` the length features, so every prediction, the first included, knows
+    ``T`` (in the authors' baseline the first token does not: textflow-spec §12.9). Output
+    weights are tied to the input embedding. It has no latent variables: its guide samples
+    nothing, so the importance-sampled NLL of :mod:`pyro_lnf.evaluate` is its exact NLL.
+    """
+
+    name = "lstm"
+    latent_sites: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        *,
+        kind: str,
+        num_features: int,
+        max_length: int,
+        lengths: list[int] | torch.Tensor | None = None,
+        hidden_size: int = 500,
+        embedding_dim: int = 500,
+        lstm_layers: int = 2,
+        length_dim: int = 64,
+        dropout: float = 0.1,
+        dataset: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.config: dict[str, Any] = dict(
+            kind=kind, num_features=num_features, max_length=max_length,
+            hidden_size=hidden_size, embedding_dim=embedding_dim, lstm_layers=lstm_layers,
+            length_dim=length_dim, dropout=dropout, dataset=dataset,
+        )
+        self.length_model = LengthModel(lengths)
+        self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
+        self.length_features = LengthFeatures(max_length, length_dim)
+        self.rnn = nn.LSTM(
+            embedding_dim + length_dim, hidden_size, lstm_layers, batch_first=True,
+            dropout=dropout if lstm_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Linear(hidden_size, embedding_dim)
+
+    def normalizer(self, batch) -> torch.Tensor:
+        return batch.lengths.to(torch.get_default_dtype()) + 1
+
+    def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits for every step, one LSTM pass (padding only follows valid steps,
+        and the LSTM is causal, so no packing is needed)."""
+        embedded = self.dropout(self.embedding(x))
+        shifted = torch.cat([torch.zeros_like(embedded[:, :1]), embedded[:, :-1]], 1)
+        inputs = torch.cat([shifted, self.length_features(lengths, x.shape[1])], -1)
+        out, _ = self.rnn(inputs)
+        return self.embedding.logits(self.project(self.dropout(out)))
+
+    def model(self, batch, beta: float = 1.0) -> None:
+        pyro.module(self.name, self)
+        with pyro.plate("sequences", batch.mask.shape[0], dim=-1):
+            pyro.sample("length", self.length_model.distribution(), obs=batch.lengths)
+            x_dist = observation_distribution(self.kind, self.logits(batch.x, batch.lengths))
+            pyro.sample("x", x_dist.mask(batch.mask).to_event(1), obs=batch.x)
+
+    def guide(self, batch, beta: float = 1.0) -> None:
+        pyro.module(self.name, self)
