@@ -1,0 +1,136 @@
+"""Glue between the command line and the library: build a model for a dataset, train it with
+the paper's presets, evaluate a checkpoint. Everything here is callable from Python too."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from typing import Any
+
+import torch
+from rich.progress import track
+
+from pyro_lnf.checkpoint import load_checkpoint, load_model
+from pyro_lnf.datasets import Dataset, load_dataset
+from pyro_lnf.errors import ConfigError
+from pyro_lnf.evaluate import evaluate
+from pyro_lnf.models.baseline import LSTMBaseline
+from pyro_lnf.models.lnf import LatentFlowModel
+from pyro_lnf.presets import FLOW_MODELS, preset
+from pyro_lnf.train import TrainConfig, TrainSummary, epoch_seed, train
+
+#: Preset keys that configure the model rather than the training loop.
+MODEL_OPTIONS = ("dropout", "flow_layers", "transform", "latent_dim", "hidden_size")
+_TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def max_length_for(dataset: Dataset) -> int:
+    """Rows of the length-feature tables: 1.25 x the longest training sequence (the authors'
+    margin), so most test sequences need no clamping."""
+    return math.ceil(1.25 * int(dataset.lengths("train").max()))
+
+
+def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module:
+    """A fresh model of type ``model`` (``afaf``, ``afscf``, ``iafscf``, ``indep``, ``lstm``)
+    sized for ``dataset``; ``options`` override the model's constructor defaults."""
+    if dataset.kind not in ("binary", "categorical"):
+        raise ConfigError(f"model {model!r} needs a sequence dataset, not {dataset.name!r}")
+    common = dict(
+        kind=dataset.kind, num_features=dataset.num_features,
+        max_length=max_length_for(dataset), lengths=dataset.lengths("train"),
+        dataset=dataset.name,
+    )
+    if model == "lstm":
+        options.pop("flow_layers", None)
+        options.pop("transform", None)
+        options.pop("latent_dim", None)
+        return LSTMBaseline(**common, **options)
+    if model not in FLOW_MODELS:
+        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}")
+    return LatentFlowModel(**common, prior=model, **options)
+
+
+def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate model options from training options; anything else is an error."""
+    model_opts = {k: v for k, v in settings.items() if k in MODEL_OPTIONS and v is not None}
+    train_opts = {k: v for k, v in settings.items() if k in _TRAIN_FIELDS}
+    unknown = set(settings) - set(MODEL_OPTIONS) - _TRAIN_FIELDS
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    return model_opts, train_opts
+
+
+def dataset_batches(dataset: Dataset, split: str, config: TrainConfig, *, train: bool):
+    """``epoch -> batches`` over a split; training order is a function of (seed, epoch)."""
+    size = config.batch_size if train else (config.eval_batch_size or config.batch_size)
+
+    def batches(epoch: int) -> Iterator[Any]:
+        return dataset.batches(
+            split, size, shuffle=train, seed=epoch_seed(config.seed, epoch),
+            device=config.device, max_frames=config.max_frames,
+        )
+
+    return batches
+
+
+def run_training(
+    model: str,
+    dataset_name: str,
+    *,
+    data_dir: str | None = None,
+    download: bool = False,
+    overrides: dict[str, Any] | None = None,
+) -> TrainSummary:
+    """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
+
+    A resumed run rebuilds the model from the checkpoint's own configuration, so the options
+    that shape the model need not be repeated.
+    """
+    settings = preset(model, dataset_name)
+    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    model_opts, train_opts = split_settings(settings)
+    config = TrainConfig(**train_opts)
+    dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
+    torch.manual_seed(config.seed)  # the initial weights are part of the run
+    module = build_model(model, dataset, **model_opts)
+    return train(
+        module,
+        dataset_batches(dataset, "train", config, train=True),
+        dataset_batches(dataset, "valid", config, train=False),
+        config,
+    )
+
+
+def _tracked(batches: Iterable[Any], total: int, description: str, quiet: bool) -> Iterable[Any]:
+    return batches if quiet else track(batches, total=total, description=description)
+
+
+def evaluate_checkpoint(
+    path: str,
+    *,
+    split: str = "test",
+    num_samples: int = 100,
+    batch_size: int = 16,
+    chunk_size: int | None = 32,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Importance-sampled NLL and ELBO of a saved model on one split of its dataset."""
+    module = load_model(path, map_location=device)
+    dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
+    batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
+    results = evaluate(
+        module,
+        _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet),
+        num_samples=num_samples,
+        chunk_size=chunk_size,
+        device=device,
+    )
+    checkpoint = load_checkpoint(path, map_location="cpu")
+    results.update(
+        dataset=dataset.name, split=split, model=checkpoint["model"]["name"],
+        epoch=checkpoint["progress"].get("epoch"),
+    )
+    return results
