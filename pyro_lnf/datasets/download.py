@@ -157,15 +157,6 @@ def fetch_bytes(
     )
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, so ``path`` is whole or absent."""
     with atomic_write(path, "wb") as f:
