@@ -114,7 +114,9 @@ def test_download_jsb_equals_shipped_rolls(mirror: Mirror, jsb_pickle: bytes, da
             assert a.dtype == torch.float32 and torch.equal(a, b)
     # The cache is the pickle-free JSON, byte for byte the shipped file, and nothing else.
     assert files_under(tmp_path) == [tmp_path / "polyphonic" / "jsb_chorales.json.gz"]
-    assert hashlib.sha256((tmp_path / "polyphonic" / "jsb_chorales.json.gz").read_bytes()).hexdigest() == JSB_JSON_SHA
+    cache = tmp_path / "polyphonic" / "jsb_chorales.json.gz"
+    assert hashlib.sha256(cache.read_bytes()).hexdigest() == JSB_JSON_SHA
+    assert cache.stat().st_mode & 0o777 == 0o644
 
 
 def test_tampered_pickle_refused_by_checksum(mirror: Mirror, jsb_pickle: bytes, tmp_path: Path) -> None:

@@ -82,15 +82,16 @@ def _get(url: str, *, timeout: float, progress: bool, label: str) -> bytes:
         total = response.headers.get("Content-Length")
         total = int(total) if total and total.isdigit() else None
         buf = io.BytesIO()
+        console = Console(stderr=True)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            console=Console(stderr=True),
+            console=console,
             transient=True,
-            disable=not progress,
+            disable=not (progress and console.is_terminal),  # no stray output in logs
         ) as bar:
             task = bar.add_task(label, total=total)
             while chunk := response.read(_CHUNK):
@@ -161,3 +162,5 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, so ``path`` is whole or absent."""
     with atomic_write(path, "wb") as f:
         f.write(data)
+    # atomic_write's temporary file is private (0600); a dataset is ordinary readable data.
+    path.chmod(0o644)
