@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_lnf.models.features import LengthFeatures, TiedEmbedding, run_packed
+from pyro_lnf.models.features import BiLSTM, LengthFeatures, TiedEmbedding
 
 
 class Emission(nn.Module):
@@ -35,7 +35,7 @@ class Emission(nn.Module):
         self.embedding = embedding
         self.length_features = length_features
         in_dim = latent_dim + length_features.position.embedding_dim
-        self.rnn = nn.LSTM(in_dim, hidden_size, num_layers, batch_first=True, bidirectional=True)
+        self.rnn = BiLSTM(in_dim, hidden_size, num_layers)
         self.project = nn.Linear(latent_dim + 2 * hidden_size, embedding.weight.shape[1])
         nn.init.uniform_(self.project.weight, -0.07, 0.07)
         nn.init.zeros_(self.project.bias)
@@ -46,6 +46,6 @@ class Emission(nn.Module):
         flat_z = z.reshape(-1, num_steps, latent_dim)
         flat_lengths = lengths.expand(batch_shape).reshape(-1)
         inputs = torch.cat([flat_z, self.length_features(flat_lengths, num_steps)], -1)
-        states = run_packed(self.rnn, inputs, flat_lengths)
+        states = self.rnn(inputs, flat_lengths)
         logits = self.embedding.logits(self.project(torch.cat([flat_z, states], -1)))
         return logits.reshape(*batch_shape, num_steps, -1)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_lnf.models.features import LengthFeatures, TiedEmbedding, run_packed
+from pyro_lnf.models.features import BiLSTM, LengthFeatures, TiedEmbedding
 
 
 class SequenceEncoder(nn.Module):
@@ -32,7 +32,7 @@ class SequenceEncoder(nn.Module):
         self.embedding = embedding
         self.length_features = length_features
         in_dim = embedding.weight.shape[1] + length_features.position.embedding_dim
-        self.rnn = nn.LSTM(in_dim, hidden_size, num_layers, batch_first=True, bidirectional=True)
+        self.rnn = BiLSTM(in_dim, hidden_size, num_layers)
         self.out = nn.Linear(2 * hidden_size, 2 * latent_dim)
         nn.init.uniform_(self.out.weight, -0.07, 0.07)
         nn.init.zeros_(self.out.bias)
@@ -41,5 +41,5 @@ class SequenceEncoder(nn.Module):
         """Return ``(loc, scale)``, each ``(B, T, latent_dim)``."""
         num_steps = x.shape[1]
         inputs = torch.cat([self.embedding(x), self.length_features(lengths, num_steps)], -1)
-        loc, raw_scale = self.out(run_packed(self.rnn, inputs, lengths)).chunk(2, dim=-1)
+        loc, raw_scale = self.out(self.rnn(inputs, lengths)).chunk(2, dim=-1)
         return loc, softplus(raw_scale) + 1e-4
