@@ -22,7 +22,9 @@ def lnf() -> None:
     default=None,
     help="Data directory (default: $LNF_DATA_DIR, else ./data).",
 )
-@click.option("--fetch", "fetch", metavar="NAME", default=None, help="Download and cache dataset NAME first.")
+@click.option(
+    "--fetch", "fetch", metavar="NAME", default=None, help="Download and cache dataset NAME first."
+)
 def datasets(data_dir: str | None, fetch: str | None) -> None:
     """List every dataset: kind, sizes per split, and whether it is in the data directory."""
     from rich.console import Console

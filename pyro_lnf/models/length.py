@@ -37,4 +37,7 @@ class LengthModel(nn.Module):
     def distribution(self) -> LengthDistribution:
         if self.log_probs_table.numel() == 0:
             raise RuntimeError("the length model was never fitted nor loaded")
-        return LengthDistribution(self.log_probs_table, self.tail_log_mass, self.tail_log_ratio)
+        # Validated once when fitted; re-checking the sum on every model call would sync a GPU.
+        return LengthDistribution(
+            self.log_probs_table, self.tail_log_mass, self.tail_log_ratio, validate_args=False
+        )
