@@ -9,7 +9,8 @@ The public API, re-exported here:
 - models (:mod:`pyro_lnf.models`): the latent-flow model, the LSTM baseline, the sentence VAE
   and NVDM;
 - data (:mod:`pyro_lnf.datasets`), training (:mod:`pyro_lnf.train`), evaluation
-  (:mod:`pyro_lnf.evaluate`) and checkpoints (:mod:`pyro_lnf.checkpoint`).
+  (:mod:`pyro_lnf.evaluate`) and checkpoints (:mod:`pyro_lnf.checkpoint`). The functions
+  ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
 """
 
 from pyro_lnf.checkpoint import load_checkpoint, load_model, register_model, save_checkpoint
@@ -28,9 +29,9 @@ from pyro_lnf.errors import (
     DownloadError,
     LnfError,
 )
-from pyro_lnf.evaluate import evaluate, importance_log_likelihood
+from pyro_lnf.evaluate import importance_log_likelihood
 from pyro_lnf.models import NVDM, LatentFlowModel, LSTMBaseline, SentenceVAE
-from pyro_lnf.train import TrainConfig, train
+from pyro_lnf.train import TrainConfig
 from pyro_lnf.transforms import *  # noqa: F403  (the flow library's own __all__)
 from pyro_lnf.transforms import __all__ as _transforms_all
 from pyro_lnf.transforms.temporal import TemporalFlow, TemporalFlowDistribution
@@ -58,7 +59,6 @@ __all__ = sorted(
         "TemporalFlowDistribution",
         "TrainConfig",
         "VonMisesFisher",
-        "evaluate",
         "importance_log_likelihood",
         "iterate_batches",
         "load_checkpoint",
@@ -67,6 +67,5 @@ __all__ = sorted(
         "log_bessel_iv",
         "register_model",
         "save_checkpoint",
-        "train",
     ]
 )
