@@ -137,17 +137,17 @@ class ConditionedAutoregressiveFlow(FlowTransform):
         output back into the MADE: AF ``_call`` (``explicit=False``: out = z = φ⁻¹(ε)) and IAF
         ``_inverse`` (``explicit=True``: out = ε = φ(z)). Coordinate i's parameters depend only
         on already-final coordinates, so one pass per coordinate suffices."""
+        sequence = self.made.sequence
         # The first coordinate's parameters see only the context; this pass also reveals the
         # batch shape when the context has more leading dims than the input.
-        params = net(torch.zeros_like(source))
-        shape = torch.broadcast_shapes(source.shape, params.shape[:-1])
+        theta = net(torch.zeros_like(source), coordinate=sequence[0])
+        shape = torch.broadcast_shapes(source.shape, theta.shape[:-1] + source.shape[-1:])
         source = source.expand(shape)
         out = source.new_zeros(shape)
         ladj = source.new_zeros(shape[:-1])
-        for step, i in enumerate(self.made.sequence):
+        for step, i in enumerate(sequence):
             if step:
-                params = net(out)
-            theta = params[..., i, :]
+                theta = net(out, coordinate=i)
             if explicit:
                 value, log_dedz = self.elementwise_map.forward(source[..., i], theta)
             else:

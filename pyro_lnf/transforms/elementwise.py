@@ -46,12 +46,12 @@ from pyro_lnf.errors import ConfigError
 from pyro_lnf.transforms.made import DenseNet
 
 __all__ = [
+    "Affine",
     "AffineMap",
     "ConditionalAffine",
     "ConditionalElementwise",
     "ConditionalNLSq",
     "ConditionedElementwise",
-    "Affine",
     "Elementwise",
     "ElementwiseMap",
     "FlowTransform",

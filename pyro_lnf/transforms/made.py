@@ -27,7 +27,7 @@ from pyro_lnf.errors import ConfigError
 
 __all__ = ["Conditioner", "DenseNet", "MADE"]
 
-Conditioner = Callable[[Tensor], Tensor]
+Conditioner = Callable[..., Tensor]
 """A network with its context bound: input ``(..., D_in)`` to raw parameters."""
 
 
@@ -113,7 +113,9 @@ class MADE(nn.Module):
         self.context_dim = context_dim
         self.hidden_dims = tuple(hidden_dims)
         self.num_params = num_params
-        self.register_buffer("order", torch.tensor(order_list))
+        # order and masks are derived from the constructor's arguments, never learned: keep them
+        # out of the state_dict so a checkpoint can never pair them inconsistently.
+        self.register_buffer("order", torch.tensor(order_list), persistent=False)
         # Coordinates in processing order, as Python ints: the sequential inversions index with
         # them and must not synchronise with an accelerator on every pass.
         self.sequence: tuple[int, ...] = tuple(sorted(range(input_dim), key=order_list.__getitem__))
@@ -124,7 +126,8 @@ class MADE(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for k, (deg_in, deg_out) in enumerate(zip(degrees[:-1], degrees[1:])):
-            self.register_buffer(f"mask{k}", deg_out[:, None] >= deg_in[None, :])
+            self.register_buffer(f"mask{k}", deg_out[:, None] >= deg_in[None, :],
+                                 persistent=False)
             layer = nn.Linear(len(deg_in), len(deg_out))
             if k < len(self.hidden_dims):
                 nn.init.uniform_(layer.weight, -0.001, 0.001)
@@ -144,23 +147,34 @@ class MADE(nn.Module):
         return [getattr(self, f"mask{k}") for k in range(len(self.weights))]
 
     def conditioner(self, context: Tensor | None = None) -> Conditioner:
-        """``x -> params`` with masked weights and the context projection computed once."""
+        """``x -> params`` with masked weights and the context projection computed once.
+
+        The returned ``net(x)`` gives ``(..., D, P)``; ``net(x, coordinate=i)`` gives only
+        coordinate ``i``'s ``(..., P)``, evaluating just those ``P`` output units (a sequential
+        inversion needs one coordinate per pass, and the output layer is the widest).
+        """
         _check_context(context, self.context_dim, "MADE")
         weights = [w * m for w, m in zip(self.weights, self.masks())]
         biases = list(self.biases)
         context_term = None
         if context is not None:
             context_term = F.linear(context, self.context_weight)
-        shape = (self.input_dim, self.num_params)
+        num_params, last = self.num_params, len(weights) - 1
 
-        def net(x: Tensor) -> Tensor:
+        def net(x: Tensor, coordinate: int | None = None) -> Tensor:
             _check_input(x, self.input_dim, "MADE")
-            h = F.linear(x, weights[0], biases[0])
-            if context_term is not None:
-                h = h + context_term
-            for weight, bias in zip(weights[1:], biases[1:]):
-                h = F.linear(torch.relu(h), weight, bias)
-            return h.unflatten(-1, shape)
+            rows = slice(None) if coordinate is None else slice(
+                coordinate * num_params, (coordinate + 1) * num_params)
+            h = x
+            for k, (weight, bias) in enumerate(zip(weights, biases)):
+                if k:
+                    h = torch.relu(h)
+                if k == last:
+                    weight, bias = weight[rows], bias[rows]
+                h = F.linear(h, weight, bias)
+                if k == 0 and context_term is not None:
+                    h = h + (context_term[..., rows] if k == last else context_term)
+            return h.unflatten(-1, (self.input_dim, num_params)) if coordinate is None else h
 
         return net
 
