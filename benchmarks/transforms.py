@@ -39,6 +39,20 @@ def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device)
     return statistics.median(times)
 
 
+def time_ops(
+    transform: T.ConditionedHiddenFlow, x: torch.Tensor, repeats: int, device: torch.device
+) -> tuple[float, float, float]:
+    """Median seconds of ``_call``, ``_inverse`` and the log-det on a cache miss (fresh tensors
+    each time, so it is recomputed along the parallel direction)."""
+    y = transform._call(x)
+    return (
+        median_seconds(lambda: transform._call(x), repeats, device),
+        median_seconds(lambda: transform._inverse(x), repeats, device),
+        median_seconds(lambda: transform.log_abs_det_jacobian(x.clone(), y.clone()), repeats,
+                       device),
+    )
+
+
 def bench_flows(args: argparse.Namespace, device: torch.device) -> None:
     b, t, h, c = args.batch, args.length, args.hidden, args.context
     x = torch.randn(b, t, h, device=device)
@@ -56,14 +70,8 @@ def bench_flows(args: argparse.Namespace, device: torch.device) -> None:
                     transform=transform, direction="iaf" if structure == "iaf" else "af",
                 ).to(device)
                 with torch.no_grad():
-                    tr = flow.condition(context)
-                    y = tr._call(x)
-                    call = median_seconds(lambda: tr._call(x), args.repeats, device)
-                    inverse = median_seconds(lambda: tr._inverse(x), args.repeats, device)
-                    # fresh tensors each time: a cache miss, recomputed along the parallel way
-                    ladj = median_seconds(
-                        lambda: tr.log_abs_det_jacobian(x.clone(), y.clone()), args.repeats,
-                        device)
+                    call, inverse, ladj = time_ops(flow.condition(context), x, args.repeats,
+                                                   device)
                 parallel = {"af": "_inverse", "iaf": "_call", "scf": "both"}[structure]
                 print(f"{transform + ' ' + structure.upper():<22}{num_layers:>3}"
                       f"{1e3 * call:>11.1f}{1e3 * inverse:>11.1f}{1e3 * ladj:>10.1f}   {parallel}")
@@ -83,7 +91,8 @@ def authors_cubic_inverse(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
     delta = r * (1 + f * f) - c
     p = (3 * alpha * gamma - beta**2) / (3 * alpha**2)
     q = (2 * beta**3 - 9 * alpha * beta * gamma + 27 * alpha**2 * delta) / (27 * alpha**3)
-    sinh_root = -2 * torch.sqrt(p / 3) * torch.sinh(torch.asinh(1.5 * q / p * torch.sqrt(3 / p)) / 3)
+    sinh_arg = 1.5 * q / p * torch.sqrt(3 / p)
+    sinh_root = -2 * torch.sqrt(p / 3) * torch.sinh(torch.asinh(sinh_arg) / 3)
     ratio = -1.5 * q.abs() / p * torch.sqrt(3 / p.abs())
     cosh_root = (-2 * torch.sign(q) * torch.sqrt(p.abs() / 3)
                  * torch.cosh(torch.acosh((ratio - 1).abs() + 1) / 3))

@@ -131,6 +131,14 @@ def test_batch_shapes_and_context_broadcast(case: FlowCase):
         t_full = case.build(ctx.expand(2, 3, 4, C))
         torch.testing.assert_close(t_full._call(x), y, atol=1e-12, rtol=0)
         torch.testing.assert_close(t_full._inverse(x), eps, atol=1e-12, rtol=0)
+        # and the other way round: one point, a batch of contexts
+        t_many = case.build(ctx)
+        point = x[0, 0, 0]
+        y_many = t_many._call(point)
+        assert y_many.shape == (3, 4, D) and t_many._inverse(point).shape == (3, 4, D)
+        assert t_many.log_abs_det_jacobian(point, y_many).shape == (3, 4) + event_shape
+        torch.testing.assert_close(y_many, t_many._call(point.expand(3, 4, D)), atol=1e-12,
+                                   rtol=0)
 
 
 def test_float32_inputs_keep_dtype(case: FlowCase):
@@ -416,7 +424,8 @@ def _nlsq_terms_scale(x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
     """|a| + |b x| + |c/(1+u²)|: the size of the terms float64 rounds when evaluating g."""
     a, log_b, s, log_d, f = T.NLSqMap._unpack(o)
     u = torch.exp(log_d) * x + f
-    return a.abs() + (torch.exp(log_b) * x).abs() + (s * torch.exp(log_b - log_d) / (1 + u * u)).abs()
+    c_term = s * torch.exp(log_b - log_d) / (1 + u * u)
+    return a.abs() + (torch.exp(log_b) * x).abs() + c_term.abs()
 
 
 def test_nlsq_forward_log_derivative_matches_autograd_and_is_bounded():

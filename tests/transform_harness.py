@@ -125,7 +125,7 @@ def assert_param_gradients(case: FlowCase, x: Tensor, context: Tensor | None) ->
         assert named, case.name
         flat = torch.cat([p.detach().flatten() for _, p in named]).requires_grad_()
 
-        def fn(v: Tensor, apply: _Apply = apply) -> tuple[Tensor, Tensor]:
+        def fn(v: Tensor, apply: _Apply = apply, named: list = named) -> tuple[Tensor, Tensor]:
             pieces = v.split([p.numel() for _, p in named])
             params = {name: piece.view_as(p) for (name, p), piece in zip(named, pieces)}
             return torch.func.functional_call(apply, params, (x, context))

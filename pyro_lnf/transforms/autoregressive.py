@@ -132,7 +132,9 @@ class ConditionedAutoregressiveFlow(FlowTransform):
         params = self._net()(y if self.direction == "af" else x)
         return -self.elementwise_map.forward(y, params)[1].sum(-1)
 
-    def _sequential(self, source: Tensor, net: Conditioner, explicit: bool) -> tuple[Tensor, Tensor]:
+    def _sequential(
+        self, source: Tensor, net: Conditioner, explicit: bool
+    ) -> tuple[Tensor, Tensor]:
         """Build the output one coordinate at a time, in the MADE's order, feeding the partial
         output back into the MADE: AF ``_call`` (``explicit=False``: out = z = φ⁻¹(ε)) and IAF
         ``_inverse`` (``explicit=True``: out = ε = φ(z)). Coordinate i's parameters depend only

@@ -106,11 +106,10 @@ class ConditionedCouplingFlow(FlowTransform):
         self.dim = dim
         self.flip = flip
         self.context = context
-        num_identity = dim // 2
-        if flip:
-            self._identity, self._transformed = slice(dim - num_identity, dim), slice(0, dim - num_identity)
-        else:
-            self._identity, self._transformed = slice(0, num_identity), slice(num_identity, dim)
+        split = dim - dim // 2 if flip else dim // 2
+        # first block [0, split), second [split, dim); flip transforms the first
+        first, second = slice(0, split), slice(split, dim)
+        self._identity, self._transformed = (second, first) if flip else (first, second)
 
     def _params(self, identity_part: Tensor) -> Tensor:
         return self.net.conditioner(self.context)(identity_part)
@@ -118,8 +117,9 @@ class ConditionedCouplingFlow(FlowTransform):
     def _join(self, identity_part: Tensor, transformed_part: Tensor) -> Tensor:
         # A context with more leading dims than the input broadcasts the transformed half only.
         identity_part = identity_part.expand(*transformed_part.shape[:-1], identity_part.shape[-1])
-        parts = (transformed_part, identity_part) if self.flip else (identity_part, transformed_part)
-        return torch.cat(parts, dim=-1)
+        if self.flip:
+            return torch.cat((transformed_part, identity_part), dim=-1)
+        return torch.cat((identity_part, transformed_part), dim=-1)
 
     def call_and_ladj(self, x: Tensor) -> tuple[Tensor, Tensor]:
         identity_part = x[..., self._identity]

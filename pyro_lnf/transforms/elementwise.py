@@ -100,7 +100,7 @@ class AffineMap:
 
 
 # Largest |c|·d/b that keeps NLSq monotone is 8√3/9 (max of u/(1+u²)² is 3√3/16); the authors
-# back off by 0.05 so that dy/dx >= (1 - A·9/(8√3))·b ≈ 0.0325·b stays bounded away from zero.
+# back off by 0.05 so that dy/dx >= (1 - A·9/(8√3))·b ≈ 0.0325·b stays away from zero.
 _NLSQ_LOG_A = math.log(8.0 * math.sqrt(3.0) / 9.0 - 0.05)
 _NLSQ_A = math.exp(_NLSQ_LOG_A)
 
@@ -173,7 +173,8 @@ class NLSqMap:
 
 
 def _depressed_cubic_root(p: Tensor, q: Tensor) -> Tensor:
-    r"""The real root of :math:`t^3 + p\,t + q = 0` of largest magnitude (the only one for NLSq).
+    r"""The real root of :math:`t^3 + p\,t + q = 0` when it is unique (:math:`4p^3 + 27q^2 > 0`,
+    as in every NLSq inverse); at the boundary (a double root) the simple root.
 
     With :math:`X = \tfrac{3|q|}{2|p|}\sqrt{3/|p|}`:
 
@@ -182,8 +183,8 @@ def _depressed_cubic_root(p: Tensor, q: Tensor) -> Tensor:
     * :math:`p < 0`: :math:`t = -2\,\mathrm{sgn}(q)\sqrt{-p/3}\,\cosh(\tfrac13\operatorname{acosh}
       X)`. A single real root means a negative discriminant, i.e. :math:`X > 1`; :math:`X < 1`
       can only come from round-off when the other two roots nearly coincide, so ``X`` is clamped
-      to 1 (the limit of the formula, continuous there; the authors' reflection
-      :math:`|X-1|+1` is equally accurate but obscures this). :math:`q = 0` with :math:`p<0`
+      to 1, the limit of the formula (the authors reflect, :math:`|X-1|+1`, which is as
+      good to first order but hides the reason). :math:`q = 0` with :math:`p<0`
       would mean three real roots and cannot occur for a monotone map; there ``sgn(q) = 0``
       returns the root 0 rather than NaN.
     * :math:`|p|` negligible (:math:`|p| \le \epsilon |q|^{2/3}`, where the dropped term changes
