@@ -134,6 +134,56 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     Console(width=160).print(table)
 
 
+@lnf.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-n", "--num", type=int, default=4, show_default=True, help="Sequences to draw.")
+@click.option("--length", type=int, default=None,
+              help="Length of every sequence (default: each drawn from the model's p(T)).")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Flows: scales the prior noise; LSTM: divides the logits.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--format", "formats", multiple=True, type=click.Choice(["midi", "png", "txt", "npz"]),
+              help="Output format, repeatable (default: midi for music, txt for text).")
+@click.option("--mode/--sample", "mode", default=False, show_default=True,
+              help="Decode each step's most likely value (flows: z stays random) or sample it.")
+@click.option("--tempo", type=float, default=120.0, show_default=True, help="MIDI beats per minute.")
+@click.option("--frames-per-beat", type=int, default=None,
+              help="Time steps per beat (default: 1 for JSB Chorales, 2 for the other datasets).")
+@click.option("--velocity", type=int, default=80, show_default=True, help="MIDI note velocity.")
+@click.option("--interpolate", "between", type=int, nargs=2, default=None, metavar="A B",
+              help="Instead of sampling, decode the path between test sequences A and B.")
+@click.option("--steps", type=int, default=8, show_default=True, help="Points on the path.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
+@click.option("--device", default="cpu", show_default=True)
+@_DATA_DIR
+def sample(checkpoint: str, mode: bool, between: tuple[int, int] | None, **options) -> None:
+    """Draw sequences from a checkpoint and write them as MIDI, PNG, text or npz.
+
+    Example: lnf sample runs/jsb-afaf/best.pt -n 8 --format midi --format png --out samples
+    """
+    from pyro_lnf.sample import sample_checkpoint
+
+    result = sample_checkpoint(
+        checkpoint, decode="mode" if mode else "sample", interpolate_between=between or None,
+        **options,
+    )
+    for text in result.texts:
+        click.echo(text)
+    click.echo(
+        f"wrote {len(result.files)} file(s) to {options['out']} "
+        f"(lengths {', '.join(map(str, result.lengths))})", err=True,
+    )
+
+
+@lnf.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+def plot(run_dir: str) -> None:
+    """Plot a run's training curves (loss, KL, β, validation NLL) to RUN_DIR/curves.png."""
+    from pyro_lnf.plot import plot_run
+
+    click.echo(str(plot_run(run_dir)))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:

@@ -1,0 +1,201 @@
+"""Writing samples out: piano rolls as MIDI and PNG, token ids as text, anything as ``.npz``.
+
+Piano rolls follow the datasets' convention (:mod:`pyro_lnf.datasets.base`): a 0/1 array
+``(T, 88)`` whose column ``k`` is MIDI pitch ``k + 21`` (A0 to C8), one row per time step. The
+polyphonic datasets use one step per quarter note (JSB Chorales) or per eighth note (the
+others, Boulanger-Lewandowski et al. 2012), hence :data:`FRAMES_PER_BEAT`.
+
+A piano roll cannot tell a held note from a note struck again on the next step, so a key
+active over consecutive frames becomes ONE note (the reading under which the datasets' rolls
+were made from MIDI). Every file is written atomically (temporary name, then rename).
+
+Example::
+
+    >>> roll = np.zeros((4, 88)); roll[0:3, 39] = 1       # middle C held for three frames
+    >>> [(n.pitch, n.start, n.end) for n in roll_to_midi(roll, tempo=120).instruments[0].notes]
+    [(60, 0.0, 1.5)]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pretty_midi
+import torch
+
+from pyro_lnf.errors import ConfigError
+from pyro_lnf.io import atomic_write
+
+__all__ = [
+    "FRAMES_PER_BEAT",
+    "LOWEST_PITCH",
+    "NUM_KEYS",
+    "check_midi_options",
+    "frames_per_beat_for",
+    "require_matplotlib",
+    "roll_to_midi",
+    "roll_to_png",
+    "write_midi",
+    "write_npz",
+    "write_text",
+]
+
+#: MIDI pitch of column 0 of a piano roll (A0).
+LOWEST_PITCH = 21
+#: Columns of a piano roll: the 88 keys of a piano.
+NUM_KEYS = 88
+#: Time steps per beat of each polyphonic dataset (JSB: quarter notes; others: eighth notes).
+FRAMES_PER_BEAT = {"jsb_chorales": 1, "nottingham": 2, "muse_data": 2, "piano_midi": 2}
+
+
+def frames_per_beat_for(dataset: str | None) -> int:
+    """The time grid of a dataset's rolls in frames per beat (2, eighth notes, if unknown)."""
+    return FRAMES_PER_BEAT.get(dataset or "", 2)
+
+
+def _as_roll(roll: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A boolean ``(T, 88)`` array; anything else is refused with the shape it had."""
+    if isinstance(roll, torch.Tensor):
+        roll = roll.detach().cpu().numpy()
+    roll = np.asarray(roll)
+    if roll.ndim != 2 or roll.shape[1] != NUM_KEYS:
+        raise ConfigError(f"a piano roll must have shape (T, {NUM_KEYS}), got {roll.shape}")
+    return roll > 0.5
+
+
+def check_midi_options(tempo: float, frames_per_beat: int, velocity: int) -> None:
+    """Refuse MIDI settings that cannot make a file (before any expensive sampling).
+
+    :raises ConfigError: a non-positive tempo or grid, or a velocity outside 1..127.
+    """
+    if not (math.isfinite(tempo) and tempo > 0):
+        raise ConfigError(f"tempo must be a positive number of beats per minute, got {tempo!r}")
+    if not (isinstance(frames_per_beat, int) and frames_per_beat >= 1):
+        raise ConfigError(f"frames per beat must be a positive integer, got {frames_per_beat!r}")
+    if not (isinstance(velocity, int) and 1 <= velocity <= 127):
+        raise ConfigError(f"velocity must be an integer in 1..127, got {velocity!r}")
+
+
+def roll_to_midi(
+    roll: np.ndarray | torch.Tensor,
+    *,
+    tempo: float = 120.0,
+    frames_per_beat: int = 1,
+    velocity: int = 80,
+    program: int = 0,
+) -> pretty_midi.PrettyMIDI:
+    r"""A :class:`pretty_midi.PrettyMIDI` with one note per run of active frames of each key.
+
+    Frame ``t`` spans :math:`[t\,\Delta, (t+1)\,\Delta)` seconds, :math:`\Delta =
+    60 / (\text{tempo} \cdot \text{frames\_per\_beat})`; a key active on frames
+    ``s .. e-1`` (and not on ``s-1`` nor ``e``) becomes one note from :math:`s\Delta` to
+    :math:`e\Delta`. The tick resolution is a multiple of ``frames_per_beat``, so frame
+    boundaries fall on exact ticks and the file reads back to the same roll.
+
+    :param roll: ``(T, 88)``, nonzero (> 0.5) where a key sounds.
+    :param tempo: beats per minute.
+    :param frames_per_beat: time steps per beat (see :data:`FRAMES_PER_BEAT`).
+    :param velocity: MIDI velocity of every note, 1..127.
+    :param program: General MIDI program (0: acoustic grand piano).
+    """
+    check_midi_options(tempo, frames_per_beat, velocity)
+    active = _as_roll(roll)
+    frame = 60.0 / (tempo * frames_per_beat)
+    midi = pretty_midi.PrettyMIDI(
+        resolution=math.lcm(480, frames_per_beat), initial_tempo=float(tempo)
+    )
+    instrument = pretty_midi.Instrument(program=program)
+    # Onsets and offsets are where a key's column changes value, with silence on either side.
+    edges = np.diff(np.pad(active, ((1, 1), (0, 0))).astype(np.int8), axis=0)
+    onset_t, onset_k = np.nonzero(edges == 1)
+    offset_t, offset_k = np.nonzero(edges == -1)
+    # Sorting both by (key, time) pairs each onset with the offset that ends its run.
+    on = np.lexsort((onset_t, onset_k))
+    off = np.lexsort((offset_t, offset_k))
+    for start, end, key in zip(onset_t[on], offset_t[off], onset_k[on]):
+        instrument.notes.append(
+            pretty_midi.Note(velocity=velocity, pitch=int(key) + LOWEST_PITCH,
+                             start=float(start * frame), end=float(end * frame))
+        )
+    instrument.notes.sort(key=lambda note: (note.start, note.pitch))
+    midi.instruments.append(instrument)
+    return midi
+
+
+def write_midi(path: str | os.PathLike, roll: np.ndarray | torch.Tensor, **options: Any) -> Path:
+    """Write :func:`roll_to_midi` of ``roll`` to ``path`` (atomically) and return the path."""
+    midi = roll_to_midi(roll, **options)
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        midi.write(f)
+    return path
+
+
+def require_matplotlib() -> Any:
+    """Import matplotlib (an optional dependency) and return it, or say how to install it.
+
+    :raises ConfigError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib  # noqa: F401
+        import matplotlib.image
+    except ImportError as err:
+        raise ConfigError(
+            "writing PNG files needs matplotlib: pip install 'pyro-lnf[plot]'"
+        ) from err
+    return matplotlib
+
+
+def roll_to_png(
+    path: str | os.PathLike, roll: np.ndarray | torch.Tensor, *, scale: int = 4
+) -> Path:
+    """Write a piano roll as a PNG image of exactly ``(88 * scale, T * scale)`` pixels.
+
+    Time runs left to right, pitch bottom (A0) to top (C8); each (frame, key) cell is a
+    ``scale`` x ``scale`` block: black where the key sounds, white where it is silent, and
+    light grey on the rows of the C keys as a guide. No axes or margins, so pixels map to cells
+    exactly. Needs matplotlib (``pip install 'pyro-lnf[plot]'``).
+    """
+    if not (isinstance(scale, int) and scale >= 1):
+        raise ConfigError(f"PNG scale must be a positive integer, got {scale!r}")
+    active = _as_roll(roll)
+    if active.shape[0] == 0:
+        raise ConfigError("cannot draw an empty piano roll")
+    matplotlib = require_matplotlib()
+    image = np.ones((NUM_KEYS, active.shape[0], 3))
+    image[(np.arange(NUM_KEYS) + LOWEST_PITCH) % 12 == 0] = 0.85
+    image[active.T] = 0.0
+    image = image[::-1].repeat(scale, axis=0).repeat(scale, axis=1)  # highest key on top
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        matplotlib.image.imsave(f, image, format="png")
+    return path
+
+
+def write_text(path: str | os.PathLike, lines: Sequence[str]) -> Path:
+    """Write one sample per line (UTF-8, atomically); newlines inside a sample are escaped."""
+    path = Path(path)
+    with atomic_write(path, "w") as f:
+        for line in lines:
+            f.write(line.replace("\n", "\\n") + "\n")
+    return path
+
+
+def write_npz(path: str | os.PathLike, **arrays: np.ndarray | torch.Tensor) -> Path:
+    """Write arrays (tensors are moved to the CPU) as an uncompressed ``.npz``, atomically.
+
+    Read back with ``np.load(path)`` (no pickles inside: ``allow_pickle`` can stay False).
+    """
+    plain = {
+        name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        for name, value in arrays.items()
+    }
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **plain)
+    return path

@@ -1,0 +1,450 @@
+r"""Drawing sequences from a trained model, and interpolating between two encodings.
+
+Latent-flow model (Ziegler & Rush 2019, §3 and the authors' ``DFModel.generate``):
+
+.. math::
+
+    T \sim p(T), \qquad \epsilon_{1:T} \sim \mathcal N(0, \tau^2 I), \qquad
+    z_{1:T} = f_\theta(\epsilon_{1:T}; T), \qquad x_t \sim p(x_t \mid z_{1:T}, T),
+
+the prior run in its sampling direction (sequential in t for AF in time, one pass for IAF and
+the independent ablation) and every :math:`x_t` decoded at once, since the emission never
+reads ``x``. The temperature :math:`\tau` scales the noise, as in the authors' code.
+
+LSTM baseline: :math:`x_t \sim p(x_t \mid x_{<t}, T)` one step at a time, feeding each sampled
+token or frame back in with the length features; the temperature divides the logits.
+
+Decoding: ``"sample"`` draws from the emission (a sample of the model's distribution);
+``"mode"`` takes the most likely value of each step's distribution (argmax for characters,
+:math:`\sigma(\ell) > 0.5` for piano keys), the authors' default for the flows, where ``z``
+stays random. Everything runs in eval mode under :func:`torch.no_grad`; with a ``seed`` the
+result is a function of the seed alone and the global generators are left as they were.
+
+Example::
+
+    >>> model = load_model("runs/jsb-afscf/best.pt")                   # doctest: +SKIP
+    >>> x, lengths = sample_sequences(model, 4, seed=0)                # doctest: +SKIP
+    >>> rolls = unpad(x, lengths)          # four (T_i, 88) piano rolls  # doctest: +SKIP
+
+Reference: Zachary M. Ziegler, Alexander M. Rush. Latent Normalizing Flows for Discrete
+Sequences. ICML 2019. [arXiv:1901.10548]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from pyro_lnf import outputs
+from pyro_lnf.datasets import Dataset, Vocab, load_dataset
+from pyro_lnf.errors import CheckpointError, ConfigError
+from pyro_lnf.models.baseline import LSTMBaseline
+from pyro_lnf.models.lnf import LatentFlowModel
+
+__all__ = [
+    "DECODINGS",
+    "FORMATS",
+    "SampleOutput",
+    "interpolate",
+    "resolve_device",
+    "sample_checkpoint",
+    "sample_sequences",
+    "unpad",
+]
+
+DECODINGS = ("sample", "mode")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a :class:`torch.device`, refusing names torch cannot use here.
+
+    :raises ConfigError: an unparsable name, or CUDA asked for on a machine without it.
+    """
+    if device is None:
+        return None
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return resolved
+
+
+def unpad(x: Tensor, lengths: Tensor) -> list[Tensor]:
+    """The sequences of a padded batch ``x`` ``(N, T, ...)``, each cut to its length."""
+    return [seq[:n] for seq, n in zip(x, lengths.tolist())]
+
+
+@contextlib.contextmanager
+def _evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the duration, then the module's previous mode."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's generators inside the block and restore them afterwards.
+
+    The prior and p(T) draw from the global generators, so forking them (rather than threading
+    a ``torch.Generator`` through every module) is what makes a seeded call reproducible
+    without disturbing the caller's random stream.
+    """
+    if seed is None:
+        yield
+        return
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_model(module: nn.Module) -> None:
+    if not isinstance(module, (LatentFlowModel, LSTMBaseline)):
+        raise ConfigError(
+            f"sampling sequences needs a latent-flow model or the LSTM baseline, not "
+            f"{type(module).__name__}"
+        )
+
+
+def _check_decode(decode: str) -> None:
+    if decode not in DECODINGS:
+        raise ConfigError(f"unknown decoding {decode!r}; choose 'sample' or 'mode'")
+
+
+def _decode(kind: str, logits: Tensor, decode: str) -> Tensor:
+    """x from per-step logits: long ids (categorical) or 0/1 frames in the logits' dtype."""
+    if kind == "categorical":
+        if decode == "mode":
+            return logits.argmax(-1)
+        return torch.distributions.Categorical(logits=logits).sample()
+    if decode == "mode":
+        return (logits > 0).to(logits.dtype)  # sigma(l) > 0.5
+    return torch.bernoulli(torch.sigmoid(logits))
+
+
+def _mask_padding(x: Tensor, lengths: Tensor) -> Tensor:
+    """Zero the steps ``t >= length`` (they are not part of any sequence)."""
+    valid = torch.arange(x.shape[1], device=x.device) < lengths[:, None]
+    if x.dim() == 3:
+        valid = valid.unsqueeze(-1)
+    return x * valid.to(x.dtype)
+
+
+def _lengths(
+    module: nn.Module,
+    num: int,
+    lengths: Sequence[int] | Tensor | None,
+    length: int | None,
+    device: torch.device,
+) -> Tensor:
+    if not (isinstance(num, int) and num >= 1):
+        raise ConfigError(f"the number of samples must be a positive integer, got {num!r}")
+    if lengths is not None and length is not None:
+        raise ConfigError("give either lengths (one per sample) or length (for all), not both")
+    if lengths is not None:
+        drawn = torch.as_tensor(lengths, device=device)
+        if drawn.dim() != 1 or drawn.numel() != num or drawn.dtype.is_floating_point:
+            raise ConfigError(f"lengths must be {num} integers, one per sample, got {lengths!r}")
+        drawn = drawn.long()
+    elif length is not None:
+        drawn = torch.full((num,), int(length), dtype=torch.long, device=device)
+    else:
+        drawn = module.length_model.distribution().sample((num,)).to(device)
+    if bool((drawn < 1).any()):
+        raise ConfigError(f"sequence lengths must be at least 1, got {drawn.min().item()}")
+    return drawn
+
+
+def _module_device(module: nn.Module, device: str | torch.device | None) -> torch.device:
+    resolved = resolve_device(device)
+    if resolved is not None:
+        module.to(resolved)
+        return resolved
+    return next(module.parameters()).device
+
+
+def sample_sequences(
+    module: nn.Module,
+    num: int,
+    *,
+    lengths: Sequence[int] | Tensor | None = None,
+    length: int | None = None,
+    temperature: float = 1.0,
+    decode: str = "sample",
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Draw ``num`` sequences from a :class:`~pyro_lnf.models.lnf.LatentFlowModel` or an
+    :class:`~pyro_lnf.models.baseline.LSTMBaseline`.
+
+    :param module: the model (put in eval mode for the call, then restored).
+    :param num: number of sequences N.
+    :param lengths: one length per sequence; default: drawn from the model's p(T).
+    :param length: one length for every sequence (instead of ``lengths``).
+    :param temperature: :math:`\tau > 0`; scales the prior noise of a flow model
+        (:math:`\epsilon \sim \mathcal N(0, \tau^2 I)`), divides the LSTM's logits.
+    :param decode: ``"sample"`` or ``"mode"`` (see the module docstring).
+    :param seed: makes the result a function of the seed; the global generators are restored.
+    :param device: run there (the module is moved, as ``module.to`` does); default: where the
+        module's parameters are.
+    :returns: ``x`` padded to ``T = max(lengths)`` — float 0/1 ``(N, T, 88)`` piano rolls or
+        long ``(N, T)`` token ids, 0 at padded steps — and ``lengths`` ``(N,)``. Use
+        :func:`unpad` for the list of sequences.
+    :raises ConfigError: an unsupported model or invalid options.
+    """
+    _check_model(module)
+    _check_decode(decode)
+    if not temperature > 0:
+        raise ConfigError(f"temperature must be positive, got {temperature!r}")
+    run_on = _module_device(module, device)
+    with _evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+        drawn = _lengths(module, num, lengths, length, run_on)
+        steps = int(drawn.max())
+        if isinstance(module, LatentFlowModel):
+            z, _ = module.prior.sample(drawn, steps, temperature)
+            x = _decode(module.kind, module.emission(z, drawn), decode)
+        else:
+            x = _sample_autoregressive(module, drawn, steps, temperature, decode)
+        return _mask_padding(x, drawn), drawn
+
+
+def _sample_autoregressive(
+    module: LSTMBaseline, lengths: Tensor, steps: int, temperature: float, decode: str
+) -> Tensor:
+    r"""The baseline's ancestral sampler: step t reads :math:`[\mathrm{emb}(x_{t-1}); c_t]`
+    (zeros for :math:`x_{-1}`), exactly the input its teacher-forced ``logits`` builds, so the
+    logits seen here are those :meth:`LSTMBaseline.logits` gives for the finished sequence.
+    Dropout is the identity in eval mode, so it is not applied."""
+    features = module.length_features(lengths, steps)
+    weight = module.embedding.weight
+    previous = weight.new_zeros(lengths.shape[0], weight.shape[1])
+    state: tuple[Tensor, Tensor] | None = None
+    xs = []
+    for t in range(steps):
+        out, state = module.rnn(torch.cat([previous, features[:, t]], -1).unsqueeze(1), state)
+        logits = module.embedding.logits(module.project(out[:, 0]))
+        x_t = _decode(module.kind, logits / temperature, decode)
+        xs.append(x_t)
+        previous = module.embedding(x_t)
+    return torch.stack(xs, 1)
+
+
+def interpolate(
+    module: LatentFlowModel,
+    x_a: Tensor,
+    x_b: Tensor,
+    steps: int,
+    *,
+    pad_value: int | float = 0,
+    decode: str = "mode",
+    seed: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""Decode points on the segment between the encodings of two sequences.
+
+    Both sequences are encoded with the posterior mean :math:`\mu = \mathrm{encoder}(x)` at
+    the common length :math:`T = \max(T_a, T_b)`, the shorter one right-padded with
+    ``pad_value`` (0: silent frames for piano rolls; for text pass e.g. the space's id), so
+    that both latent sequences have shape ``(T, H)``. Step ``k`` decodes
+    :math:`z = (1 - \alpha_k)\,\mu_a + \alpha_k\,\mu_b`, :math:`\alpha_k = k / (\text{steps}-1)`.
+
+    :param module: a latent-flow model (the baseline has no latent space).
+    :param x_a: the first sequence, ``(T_a, 88)`` or ``(T_a,)``.
+    :param x_b: the second sequence.
+    :param steps: number of points, both ends included (at least 2).
+    :param decode: ``"mode"`` (default: the path is then deterministic) or ``"sample"``.
+    :param seed: for ``decode="sample"``.
+    :returns: ``x`` ``(steps, T, ...)`` and lengths ``(steps,)``, all ``T``.
+
+    Example::
+
+        >>> rolls, lengths = interpolate(model, test[0], test[5], steps=8)  # doctest: +SKIP
+    """
+    if not isinstance(module, LatentFlowModel):
+        raise ConfigError(
+            f"interpolation needs a latent-flow model with an encoder, not {type(module).__name__}"
+        )
+    _check_decode(decode)
+    if not (isinstance(steps, int) and steps >= 2):
+        raise ConfigError(f"interpolation needs at least 2 steps, got {steps!r}")
+    if len(x_a) < 1 or len(x_b) < 1:
+        raise ConfigError("cannot interpolate between empty sequences")
+    run_on = next(module.parameters()).device
+    with _evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+        common = max(len(x_a), len(x_b))
+        ends = torch.stack([_pad_to(x.to(run_on), common, pad_value) for x in (x_a, x_b)])
+        if module.kind == "binary":
+            ends = ends.to(module.embedding.weight.dtype)
+        else:
+            ends = ends.long()
+        lengths = torch.full((2,), common, dtype=torch.long, device=run_on)
+        loc, _ = module.encoder(ends, lengths)
+        alpha = torch.linspace(0.0, 1.0, steps, dtype=loc.dtype, device=run_on)[:, None, None]
+        z = torch.lerp(loc[0], loc[1], alpha)
+        path_lengths = lengths.new_full((steps,), common)
+        return _decode(module.kind, module.emission(z, path_lengths), decode), path_lengths
+
+
+def _pad_to(x: Tensor, length: int, value: int | float) -> Tensor:
+    """``x`` ``(T, ...)`` right-padded with ``value`` to ``length`` steps."""
+    if len(x) == length:
+        return x
+    filler = x.new_full((length - len(x), *x.shape[1:]), value)
+    return torch.cat([x, filler])
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoint -> files (what ``lnf sample`` runs)
+
+FORMATS = ("midi", "png", "txt", "npz")
+_MUSIC_ONLY = ("midi", "png")
+
+
+@dataclass
+class SampleOutput:
+    """What :func:`sample_checkpoint` produced: the files, and the decoded text if any."""
+
+    files: list[Path] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+
+
+def _check_formats(formats: Sequence[str], kind: str, dataset: str | None) -> tuple[str, ...]:
+    chosen = tuple(dict.fromkeys(formats)) or (("midi",) if kind == "binary" else ("txt",))
+    for fmt in chosen:
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
+        if kind == "categorical" and fmt in _MUSIC_ONLY:
+            raise ConfigError(
+                f"--format {fmt} needs a music model, but this one models text ({dataset}); "
+                "use --format txt or npz"
+            )
+        if kind == "binary" and fmt == "txt":
+            raise ConfigError(
+                f"--format txt needs a text model, but this one models piano rolls ({dataset}); "
+                "use --format midi, png or npz"
+            )
+    return chosen
+
+
+def _vocabulary(dataset: Dataset, num_features: int, path: Path) -> Vocab:
+    if dataset.vocab is None or len(dataset.vocab) != num_features:
+        size = "none" if dataset.vocab is None else len(dataset.vocab)
+        raise CheckpointError(
+            f"checkpoint {path} has {num_features} output symbols but dataset {dataset.name!r} "
+            f"has a vocabulary of {size}; use the data directory it was trained with"
+        )
+    return dataset.vocab
+
+
+def sample_checkpoint(
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    num: int = 4,
+    length: int | None = None,
+    temperature: float = 1.0,
+    seed: int | None = 0,
+    formats: Sequence[str] = (),
+    decode: str = "sample",
+    tempo: float = 120.0,
+    frames_per_beat: int | None = None,
+    velocity: int = 80,
+    interpolate_between: tuple[int, int] | None = None,
+    steps: int = 8,
+    data_dir: str | os.PathLike | None = None,
+    device: str = "cpu",
+) -> SampleOutput:
+    """Load a checkpoint, draw sequences (or an interpolation path) and write them to ``out``.
+
+    Files, for ``prefix`` = ``sample`` (or ``interp`` with ``interpolate_between``):
+    ``<prefix>_000.mid``, ``<prefix>_000.png``, ... one per sequence; ``<prefix>s.txt`` (text,
+    one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
+    ``alpha``) for the whole set. Music defaults to MIDI, text to ``.txt``.
+
+    :param interpolate_between: indices ``(A, B)`` of two test-split sequences of the model's
+        dataset; their encodings are interpolated in ``steps`` points (:func:`interpolate`).
+    :param frames_per_beat: default: the dataset's grid (:data:`~pyro_lnf.outputs.
+        FRAMES_PER_BEAT`).
+    :raises ConfigError: options that do not fit the model (e.g. MIDI for a text model).
+    :raises CheckpointError: an unreadable checkpoint, or one that does not match its dataset.
+    :raises DatasetError: the dataset needed for text or interpolation is missing.
+    """
+    from pyro_lnf.checkpoint import load_model
+
+    _check_decode(decode)
+    run_on = resolve_device(device)
+    path = Path(checkpoint)
+    module = load_model(path, map_location=run_on, param_store=False)
+    _check_model(module)
+    dataset_name = module.config.get("dataset")
+    chosen = _check_formats(formats, module.kind, dataset_name)
+    # Refuse bad output options before sampling, which can take minutes.
+    if frames_per_beat is None:
+        frames_per_beat = outputs.frames_per_beat_for(dataset_name)
+    if "midi" in chosen:
+        outputs.check_midi_options(tempo, frames_per_beat, velocity)
+    if "png" in chosen:
+        outputs.require_matplotlib()
+    dataset = None
+    if (module.kind == "categorical" and "txt" in chosen) or interpolate_between is not None:
+        if dataset_name is None:
+            raise ConfigError(
+                f"checkpoint {path} does not name its dataset, which decoding text and "
+                "interpolating need; use --format npz"
+            )
+        dataset = load_dataset(dataset_name, data_dir=data_dir)
+    vocab = _vocabulary(dataset, module.config["num_features"], path) \
+        if module.kind == "categorical" and dataset is not None else None
+
+    arrays: dict[str, Tensor] = {}
+    if interpolate_between is None:
+        prefix = "sample"
+        x, lengths = sample_sequences(module, num, length=length, temperature=temperature,
+                                      decode=decode, seed=seed)
+    else:
+        prefix = "interp"
+        test = dataset.splits["test"]
+        for index in interpolate_between:
+            if not 0 <= index < len(test):
+                raise ConfigError(
+                    f"test sequence {index} does not exist: {dataset_name} has {len(test)} test "
+                    f"sequences (0..{len(test) - 1})"
+                )
+        pad_value = vocab.stoi.get(" ", vocab.pad_index or 0) if vocab is not None else 0
+        a, b = (test[i] for i in interpolate_between)
+        x, lengths = interpolate(module, a, b, steps, pad_value=pad_value, decode=decode,
+                                 seed=seed)
+        arrays["alpha"] = torch.linspace(0.0, 1.0, steps)
+
+    result = SampleOutput(lengths=lengths.tolist())
+    out = Path(out)
+    sequences = unpad(x.cpu(), lengths.cpu())
+    for fmt in chosen:
+        if fmt == "midi":
+            for i, roll in enumerate(sequences):
+                result.files.append(outputs.write_midi(
+                    out / f"{prefix}_{i:03d}.mid", roll, tempo=tempo,
+                    frames_per_beat=frames_per_beat, velocity=velocity))
+        elif fmt == "png":
+            for i, roll in enumerate(sequences):
+                result.files.append(outputs.roll_to_png(out / f"{prefix}_{i:03d}.png", roll))
+        elif fmt == "txt":
+            result.texts = [vocab.decode(ids) for ids in sequences]
+            result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
+        else:
+            result.files.append(outputs.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
+                                                  **arrays))
+    return result
