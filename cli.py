@@ -55,10 +55,12 @@ _DATA_DIR = click.option(
 
 @lnf.command()
 @click.option("--model", "model", required=True,
-              type=click.Choice(["afaf", "afscf", "iafscf", "indep", "lstm"]),
-              help="Prior (AF/AF, AF/SCF, IAF/SCF, independent ablation) or the LSTM baseline.")
+              type=click.Choice(["afaf", "afscf", "iafscf", "indep", "lstm", "svae", "nvdm"]),
+              help="Latent-flow prior (AF/AF, AF/SCF, IAF/SCF, independent ablation), the LSTM "
+                   "baseline, or a Xu & Durrett VAE (svae on ptb_words, nvdm on 20news).")
 @click.option("--dataset", required=True,
-              type=click.Choice(["jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char"]))
+              type=click.Choice(["jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char",
+                                 "ptb_words", "20news"]))
 @click.option("--epochs", type=int, help="Epochs to train (preset: 100).")
 @click.option("--batch-size", type=int, help="Training sequences per batch (preset per dataset).")
 @click.option("--eval-batch-size", type=int, help="Validation sequences per batch.")
@@ -75,6 +77,9 @@ _DATA_DIR = click.option(
 @click.option("--latent-dim", type=int, help="Size of each z_t (paper: 50).")
 @click.option("--hidden-size", type=int, help="LSTM width (paper: 500).")
 @click.option("--dropout", type=float, help="Dropout (flows: on the prior LSTM context).")
+@click.option("--latent", type=click.Choice(["gaussian", "vmf"]), help="VAE latent family.")
+@click.option("--kappa", type=float, help="Fixed vMF concentration (preset: Xu & Durrett's).")
+@click.option("--decoder", type=click.Choice(["standard", "inputless"]), help="svae decoder.")
 @click.option("--jit/--no-jit", default=None, help="Compile the ELBO with JitTrace_ELBO.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
@@ -84,9 +89,10 @@ _DATA_DIR = click.option(
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_DATA_DIR
 def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
-    """Train a latent-flow model or the LSTM baseline with the paper's per-dataset preset.
+    """Train a model with the papers' per-dataset preset; any option overrides it.
 
-    Example: lnf train --model afaf --dataset jsb_chorales --out runs/jsb-afaf
+    Examples: lnf train --model afaf --dataset jsb_chorales --out runs/jsb-afaf;
+    lnf train --model nvdm --latent vmf --dataset 20news --out runs/nvdm-vmf
     """
     from pyro_lnf.experiment import run_training
 
@@ -110,7 +116,10 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
-    """Importance-sampled NLL and ELBO of a checkpoint on a split, every number labelled."""
+    """Importance-sampled NLL and ELBO of a checkpoint on a split, every number labelled.
+
+    For the VAEs: perplexity from the ELBO (the papers' figure) and importance-sampled, and the KL.
+    """
     import json
 
     from rich.console import Console
@@ -118,6 +127,7 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
 
     from pyro_lnf.evaluate import METRIC_LABELS
     from pyro_lnf.experiment import evaluate_checkpoint
+    from pyro_lnf.models.vae import PERPLEXITY_LABELS
 
     results = evaluate_checkpoint(checkpoint, quiet=as_json, **options)
     if as_json:
@@ -127,7 +137,9 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning")
-    for key, label in METRIC_LABELS.items():
+    labels = {**METRIC_LABELS, **PERPLEXITY_LABELS,
+              "analytic_kl_nats_per_sequence": "closed-form KL(q(z|x) || p(z)), mean per sequence"}
+    for key, label in labels.items():
         if key in results:
             value = results[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value), label)
@@ -144,19 +156,21 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--format", "formats", multiple=True, type=click.Choice(["midi", "png", "txt", "npz"]),
               help="Output format, repeatable (default: midi for music, txt for text).")
-@click.option("--mode/--sample", "mode", default=False, show_default=True,
-              help="Decode each step's most likely value (flows: z stays random) or sample it.")
+@click.option("--mode/--sample", "mode", default=None,
+              help="Decode each step's most likely value (flows: z stays random) or sample it "
+                   "(default: sample; the mode along an --interpolate path).")
 @click.option("--tempo", type=float, default=120.0, show_default=True, help="MIDI beats per minute.")
 @click.option("--frames-per-beat", type=int, default=None,
               help="Time steps per beat (default: 1 for JSB Chorales, 2 for the other datasets).")
 @click.option("--velocity", type=int, default=80, show_default=True, help="MIDI note velocity.")
 @click.option("--interpolate", "between", type=int, nargs=2, default=None, metavar="A B",
-              help="Instead of sampling, decode the path between test sequences A and B.")
+              help="Instead of sampling, decode the path between the encodings of test "
+                   "sequences A and B (-n, --length and --temperature do not apply).")
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the path.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--device", default="cpu", show_default=True)
 @_DATA_DIR
-def sample(checkpoint: str, mode: bool, between: tuple[int, int] | None, **options) -> None:
+def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, **options) -> None:
     """Draw sequences from a checkpoint and write them as MIDI, PNG, text or npz.
 
     Example: lnf sample runs/jsb-afaf/best.pt -n 8 --format midi --format png --out samples
@@ -164,7 +178,8 @@ def sample(checkpoint: str, mode: bool, between: tuple[int, int] | None, **optio
     from pyro_lnf.sample import sample_checkpoint
 
     result = sample_checkpoint(
-        checkpoint, decode="mode" if mode else "sample", interpolate_between=between or None,
+        checkpoint, decode=None if mode is None else ("mode" if mode else "sample"),
+        interpolate_between=between or None,
         **options,
     )
     for text in result.texts:

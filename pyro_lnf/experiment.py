@@ -17,11 +17,14 @@ from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluate
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.presets import FLOW_MODELS, preset
+from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
+from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.train import TrainConfig, TrainSummary, epoch_seed, train
 
 #: Preset keys that configure the model rather than the training loop.
-MODEL_OPTIONS = ("dropout", "flow_layers", "transform", "latent_dim", "hidden_size")
+MODEL_OPTIONS = (
+    "dropout", "flow_layers", "transform", "latent_dim", "hidden_size", "latent", "kappa", "decoder",
+)
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
@@ -32,8 +35,13 @@ def max_length_for(dataset: Dataset) -> int:
 
 
 def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module:
-    """A fresh model of type ``model`` (``afaf``, ``afscf``, ``iafscf``, ``indep``, ``lstm``)
-    sized for ``dataset``; ``options`` override the model's constructor defaults."""
+    """A fresh model of type ``model`` (``afaf``, ``afscf``, ``iafscf``, ``indep``, ``lstm``,
+    ``svae``, ``nvdm``) sized for ``dataset``; ``options`` override the constructor defaults."""
+    if model in VAE_MODELS:
+        return _build_vae(model, dataset, **options)
+    for option in ("latent", "kappa", "decoder"):
+        if options.pop(option, None) is not None:
+            raise ConfigError(f"--{option} applies to the svae and nvdm models only")
     if dataset.kind not in ("binary", "categorical"):
         raise ConfigError(f"model {model!r} needs a sequence dataset, not {dataset.name!r}")
     common = dict(
@@ -49,6 +57,19 @@ def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module
     if model not in FLOW_MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}")
     return LatentFlowModel(**common, prior=model, **options)
+
+
+def _build_vae(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module:
+    for option in ("flow_layers", "transform"):
+        if options.pop(option, None) is not None:
+            raise ConfigError(f"--{option.replace('_', '-')} does not apply to {model!r}")
+    decoder = options.get("decoder", "standard") if model == "svae" else None
+    if model == "nvdm" and options.pop("decoder", None) is not None:
+        raise ConfigError("--decoder applies to the svae model only")
+    options.setdefault("kappa", KAPPA[(model, decoder)])
+    if model == "svae":
+        return SentenceVAE.from_vocab(dataset.vocab, dataset=dataset.name, **options)
+    return NVDM(dataset.num_features, dataset=dataset.name, **options)
 
 
 def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,6 +123,14 @@ def run_training(
     )
 
 
+@torch.no_grad()
+def _mean_analytic_kl(module: torch.nn.Module, batches: list[Any]) -> float:
+    """Closed-form KL(q(z|x) || p(z)) averaged over the sequences (documents)."""
+    module.eval()
+    total = sum(float(module.analytic_kl(batch).sum()) for batch in batches)
+    return total / sum(len(batch) for batch in batches)
+
+
 def _tracked(batches: Iterable[Any], total: int, description: str, quiet: bool) -> Iterable[Any]:
     return batches if quiet else track(batches, total=total, description=description)
 
@@ -121,13 +150,14 @@ def evaluate_checkpoint(
     module = load_model(path, map_location=device)
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
-    results = evaluate(
-        module,
-        _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet),
-        num_samples=num_samples,
-        chunk_size=chunk_size,
-        device=device,
-    )
+    tracked = _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet)
+    if isinstance(module, (SentenceVAE, NVDM)):
+        results = perplexity(module, tracked, num_samples=num_samples, chunk_size=chunk_size,
+                             device=device)
+        results["analytic_kl_nats_per_sequence"] = _mean_analytic_kl(module, batches)
+    else:
+        results = evaluate(module, tracked, num_samples=num_samples, chunk_size=chunk_size,
+                           device=device)
     checkpoint = load_checkpoint(path, map_location="cpu")
     results.update(
         dataset=dataset.name, split=split, model=checkpoint["model"]["name"],

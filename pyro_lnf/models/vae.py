@@ -227,6 +227,7 @@ class SentenceVAE(_LatentVariableMixin, nn.Module):
     :param pad_index: id of ``<pad>`` (padded positions are masked; the id must be valid).
     :param sos_index: id of ``<sos>``, the standard decoder's first input.
     :param eos_index: id of ``<eos>``, where :meth:`generate` stops.
+    :param dataset: name of the dataset the model is for (kept in checkpoints for ``lnf evaluate``).
 
     Example::
 
@@ -256,6 +257,7 @@ class SentenceVAE(_LatentVariableMixin, nn.Module):
         pad_index: int,
         sos_index: int,
         eos_index: int,
+        dataset: str | None = None,
     ) -> None:
         super().__init__()
         _check_choice("decoder", decoder, DECODERS)
@@ -271,6 +273,7 @@ class SentenceVAE(_LatentVariableMixin, nn.Module):
             vocab_size=vocab_size, latent=latent, latent_dim=latent_dim, kappa=float(kappa),
             embedding_dim=embedding_dim, hidden_size=hidden_size, decoder=decoder,
             dropout=dropout, pad_index=pad_index, sos_index=sos_index, eos_index=eos_index,
+            dataset=dataset,
         )
         self.decoder = decoder
         self.pad_index, self.sos_index, self.eos_index = pad_index, sos_index, eos_index
@@ -425,6 +428,7 @@ class NVDM(_LatentVariableMixin, nn.Module):
     :param kappa: the vMF's fixed κ (20News: 100; RCV1: 150).
     :param hidden_size: encoder width (20News: 400).
     :param dropout: on the encoder's first hidden layer (0.1).
+    :param dataset: name of the dataset the model is for (kept in checkpoints for ``lnf evaluate``).
 
     Example::
 
@@ -449,6 +453,7 @@ class NVDM(_LatentVariableMixin, nn.Module):
         kappa: float = 100.0,
         hidden_size: int = 400,
         dropout: float = 0.1,
+        dataset: str | None = None,
     ) -> None:
         super().__init__()
         _check_positive_int("vocab_size", vocab_size)
@@ -456,7 +461,7 @@ class NVDM(_LatentVariableMixin, nn.Module):
         _check_dropout(dropout)
         self.config: dict[str, Any] = dict(
             vocab_size=vocab_size, latent=latent, latent_dim=latent_dim, kappa=float(kappa),
-            hidden_size=hidden_size, dropout=dropout,
+            hidden_size=hidden_size, dropout=dropout, dataset=dataset,
         )
         self.encoder = nn.Sequential(
             nn.Linear(vocab_size, hidden_size),
