@@ -192,7 +192,8 @@ def write_npz(path: str | os.PathLike, **arrays: np.ndarray | torch.Tensor) -> P
     Read back with ``np.load(path)`` (no pickles inside: ``allow_pickle`` can stay False).
     """
     plain = {
-        name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        name: value.detach().cpu().numpy() if isinstance(value, torch.Tensor)
+        else np.asarray(value)
         for name, value in arrays.items()
     }
     path = Path(path)

@@ -80,7 +80,8 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     xs, ys = [], []
     for i, record in enumerate(records):
         value = record.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if is_number and math.isfinite(value):
             epoch = record.get("epoch", i)
             xs.append((epoch if isinstance(epoch, (int, float)) else i) + 1)
             ys.append(float(value))

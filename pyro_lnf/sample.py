@@ -73,7 +73,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     except (RuntimeError, TypeError) as err:
         raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise ConfigError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
     return resolved
 
 

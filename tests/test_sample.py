@@ -107,15 +107,14 @@ def test_cli_midi_and_png_hold_the_sampled_rolls(jsb_checkpoint, tmp_path, monke
         roll = roll[:n]
         assert roll.any()
         midi = pretty_midi.PrettyMIDI(str(out / f"sample_{i:03d}.mid"))
-        notes = sorted((note.pitch - 21, note.start, note.end) for note in midi.instruments[0].notes)
+        notes = sorted((n.pitch - 21, n.start, n.end) for n in midi.instruments[0].notes)
         # One note per run of active frames: a held note is ONE note, spanning its run.
         expected = sorted((k, s / frames_per_second, e / frames_per_second)
                           for k in range(88) for s, e in runs(roll[:, k]))
         assert len(notes) == len(expected)
-        for got, want in zip(notes, expected):
-            assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], rel=1e-5)  # tempo: whole µs
-        merged_notes += sum(e - s > 1 for _, s, e in
-                            [(k, *r) for k in range(88) for r in runs(roll[:, k])])
+        for got, want in zip(notes, expected):  # MIDI stores the tempo in whole µs per beat
+            assert got[0] == want[0] and got[1:] == pytest.approx(want[1:], rel=1e-5)
+        merged_notes += sum(e - s > 1 for k in range(88) for s, e in runs(roll[:, k]))
         assert np.array_equal(
             roll_from_midi(out / f"sample_{i:03d}.mid", n, frames_per_second), roll)
         image = matplotlib.image.imread(out / f"sample_{i:03d}.png")
