@@ -51,6 +51,8 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.recurrence import LSTMStepper
+from pyro_lnf.recurrence import LSTMState as StepperState
 
 __all__ = ["KINDS", "TemporalFlow", "TemporalFlowDistribution"]
 
@@ -210,12 +212,11 @@ class TemporalFlow(nn.Module):
         cell0 = state[:, :, 1].transpose(0, 1).contiguous()
         return self.context_dropout(h0[-1]), (h0, cell0)
 
-    def _lstm_step(
-        self, u_t: Tensor, c_next: Tensor, state: LSTMState
-    ) -> tuple[Tensor, LSTMState]:
-        """Read :math:`[u_t; c_{t+1}]`, return the next context :math:`h_{t+1}` and state."""
-        out, state = self.lstm(torch.cat([u_t, c_next], -1).unsqueeze(1), state)
-        return self.context_dropout(out[:, 0]), state
+    def _stepper(self, features: Tensor) -> tuple[LSTMStepper, Tensor, StepperState]:
+        """A step-by-step runner of the time LSTM whose step t reads :math:`[u_t; c_{t+1}]`,
+        with the first context :math:`h_0` and the initial state."""
+        h0, (hidden, cell) = self._lstm_start(features[:, 0])
+        return LSTMStepper(self.lstm, features[:, 1:]), h0, (list(hidden), list(cell))
 
     def _contexts(self, u: Tensor, features: Tensor) -> Tensor:
         r"""All contexts :math:`h_{0..T-1}` in one pass, :math:`h_t` a function of :math:`u_{<t}`.
@@ -269,14 +270,15 @@ class TemporalFlow(nn.Module):
     def _noise_sequential(self, z: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """IAF in time: eps_t needs h_t, which needs eps_{<t}, so walk forward in t."""
         T = z.shape[1]
-        h, state = self._lstm_start(features[:, 0])
+        stepper, h, state = self._stepper(features)
         eps, log_dets = [], []
         for t in range(T):
             eps_t, log_det = self._to_noise(z[:, t], h)
             eps.append(eps_t)
             log_dets.append(log_det)
             if t + 1 < T:
-                h, state = self._lstm_step(eps_t, features[:, t + 1], state)
+                out, state = stepper.step(t, eps_t, state)
+                h = self.context_dropout(out)
         return torch.stack(eps, 1), torch.stack(log_dets, 1)
 
     def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
@@ -331,7 +333,7 @@ class TemporalFlow(nn.Module):
         :math:`\log|\det \partial z_t/\partial\epsilon_t|`.
         """
         T = eps.shape[1]
-        h, state = self._lstm_start(features[:, 0])
+        stepper, h, state = self._stepper(features)
         zs, log_dets = [], []
         for t in range(T):
             z_t, flow = self._to_data(eps[:, t], h)
@@ -339,7 +341,8 @@ class TemporalFlow(nn.Module):
             if with_log_prob:
                 log_dets.append(flow.log_abs_det_jacobian(eps[:, t], z_t))
             if t + 1 < T:
-                h, state = self._lstm_step(z_t, features[:, t + 1], state)
+                out, state = stepper.step(t, z_t, state)
+                h = self.context_dropout(out)
         return torch.stack(zs, 1), (torch.stack(log_dets, 1) if with_log_prob else None)
 
 
