@@ -46,6 +46,7 @@ from pyro_lnf.datasets import Dataset, Vocab, load_dataset
 from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
+from pyro_lnf.recurrence import LSTMStepper, zero_state
 
 __all__ = [
     "DECODINGS",
@@ -231,43 +232,29 @@ def _sample_autoregressive(
     (zeros for :math:`x_{-1}`), exactly the input its teacher-forced ``logits`` builds, so the
     logits seen here are those :meth:`LSTMBaseline.logits` gives for the finished sequence.
 
-    Calling ``nn.LSTM`` once per step is slow on CPU (oneDNN prepares its weights again at every
-    call: about 3x the cost of the arithmetic at batch 1), so the recurrence is written out on
-    the LSTM's own weights, gates in PyTorch's (i, f, g, o) order, and what does not depend on
-    the sampled values is done before the loop: the length features' share of the first
-    layer's gates for every step in one product, the input embedding folded into the first
-    layer's input weights (:math:`\mathrm{emb}(x) W^\top = x\,(E W^\top)` for one-hot or
-    multi-hot x), and the projection folded into the tied output matrix. Dropout is the
-    identity in eval mode, so it is not applied.
+    The LSTM runs on its own weights (:class:`~pyro_lnf.recurrence.LSTMStepper`: one
+    ``nn.LSTM`` call per step is ~3x slower on CPU) with the length features' share of the
+    gates computed for all steps at once; the input embedding is folded into the first layer's
+    input weights (:math:`\mathrm{emb}(x) W^\top = x\,(E W^\top)` for a one-hot or multi-hot
+    x) and the projection into the tied output matrix, so a step costs the recurrence and one
+    small product. Dropout is the identity in eval mode, so it is not applied.
     """
     rnn, embedding = module.rnn, module.embedding
     width = embedding.weight.shape[1]
-    w_ih = [getattr(rnn, f"weight_ih_l{k}") for k in range(rnn.num_layers)]
-    w_hh = [getattr(rnn, f"weight_hh_l{k}") for k in range(rnn.num_layers)]
-    bias = [getattr(rnn, f"bias_ih_l{k}") + getattr(rnn, f"bias_hh_l{k}")
-            for k in range(rnn.num_layers)]
-    feature_gates = nn.functional.linear(
-        module.length_features(lengths, steps), w_ih[0][:, width:], bias[0])
-    token_gates = embedding.weight @ w_ih[0][:, :width].T  # row v: gates of symbol / key v
+    stepper = LSTMStepper(rnn, module.length_features(lengths, steps),
+                          input_weight=embedding.weight @ rnn.weight_ih_l0[:, :width].T)
     out_weight = embedding.weight @ module.project.weight
     out_bias = embedding.logits(module.project.bias)
-    h = [feature_gates.new_zeros(lengths.shape[0], rnn.hidden_size)] * rnn.num_layers
-    c = list(h)
+    state = zero_state(rnn, lengths.shape[0], out_weight)
+    x_t: Tensor | None = None
     xs = []
     for t in range(steps):
-        below = feature_gates[:, t]
-        if xs:
-            previous = xs[-1]
-            below = below + (token_gates[previous] if module.kind == "categorical"
-                             else previous @ token_gates)
-        for k in range(rnn.num_layers):
-            if k:
-                below = nn.functional.linear(h[k - 1], w_ih[k], bias[k])
-            i, f, g, o = (below + nn.functional.linear(h[k], w_hh[k])).chunk(4, -1)
-            c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
-            h[k] = torch.sigmoid(o) * torch.tanh(c[k])
-        logits = nn.functional.linear(h[-1], out_weight, out_bias)
-        xs.append(_decode(module.kind, logits / temperature, decode))
+        if x_t is not None and module.kind == "categorical":
+            x_t = nn.functional.one_hot(x_t, out_weight.shape[0]).to(out_weight.dtype)
+        top, state = stepper.step(t, x_t, state)
+        x_t = _decode(module.kind, nn.functional.linear(top, out_weight, out_bias) / temperature,
+                      decode)
+        xs.append(x_t)
     return torch.stack(xs, 1)
 
 
