@@ -161,6 +161,6 @@ def evaluate_checkpoint(
     checkpoint = load_checkpoint(path, map_location="cpu")
     results.update(
         dataset=dataset.name, split=split, model=checkpoint["model"]["name"],
-        epoch=checkpoint["progress"].get("epoch"),
+        epochs_trained=checkpoint["progress"].get("epoch"),
     )
     return results
