@@ -548,18 +548,25 @@ def train(
                                 fps=0.0)
             module.train()
             sums = state.sums
+            cycle_units = None
             for j in range(state.batch, n):
                 tick = time.perf_counter()
                 batch = batches[j].to(device)
                 beta, _ = kl_schedule(epoch, j / n, i0, ramp)
                 if j % config.grad_accum == 0:
                     optimizer.zero_grad(set_to_none=True)
+                if j % config.grad_accum == 0 or cycle_units is None:
+                    # Divide by the whole accumulation cycle's units, so every unit weighs the
+                    # same however the cycle's batches differ in length.
+                    start = j - j % config.grad_accum
+                    cycle_units = sum(float(module.normalizer(b).sum())
+                                      for b in batches[start:start + config.grad_accum])
                 units = module.normalizer(batch).sum()
                 loss, kl = objective(batch, beta)
                 if not checked_store:
                     _check_param_store(module)
                     checked_store = True
-                (loss / units / config.grad_accum).backward()
+                (loss / cycle_units).backward()
                 state.batch = j + 1
                 if state.batch % config.grad_accum == 0:
                     if config.grad_clip is not None:

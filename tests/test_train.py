@@ -240,6 +240,27 @@ def test_accumulating_two_half_batches_equals_one_full_batch():
     torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
 
 
+def test_accumulation_weighs_every_unit_the_same_across_unequal_batches():
+    """Batches of different lengths accumulated = one batch of all: the loss is divided by the
+    cycle's units, not each batch by its own. A latent-free model keeps the loss deterministic."""
+    from pyro_lnf.datasets import collate
+    from pyro_lnf.models.baseline import LSTMBaseline
+
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(0, 5, (n,), generator=g) for n in (9, 8, 2, 1)]
+    results = []
+    for groups in ([[0, 1, 2, 3]], [[0, 1], [2, 3]]):
+        torch.manual_seed(0)
+        module = LSTMBaseline(kind="categorical", num_features=5, max_length=10,
+                              lengths=[9, 8, 2, 1], hidden_size=6, embedding_dim=4,
+                              length_dim=3, lstm_layers=1, dropout=0.0)
+        data = [collate(seqs, idx) for idx in groups]
+        train(module, data, None, quiet(epochs=1, lr=0.5, optimizer="sgd", grad_clip=None,
+                                        grad_accum=len(groups)))
+        results.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+    torch.testing.assert_close(results[0], results[1], rtol=0, atol=1e-6)
+
+
 def test_partial_accumulation_at_epoch_end_is_dropped():
     pyro.set_rng_seed(2)
     data = batches(sequences(10, seed=4), 2)  # 5 batches, accumulate 2: 2 steps per epoch
