@@ -336,10 +336,11 @@ class TemporalFlow(nn.Module):
         stepper, h, state = self._stepper(features)
         zs, log_dets = [], []
         for t in range(T):
-            z_t, flow = self._to_data(eps[:, t], h)
+            eps_t = eps[:, t]  # one view: the flow's stashed log-det is matched by identity
+            z_t, flow = self._to_data(eps_t, h)
             zs.append(z_t)
             if with_log_prob:
-                log_dets.append(flow.log_abs_det_jacobian(eps[:, t], z_t))
+                log_dets.append(flow.log_abs_det_jacobian(eps_t, z_t))
             if t + 1 < T:
                 out, state = stepper.step(t, z_t, state)
                 h = self.context_dropout(out)
