@@ -207,6 +207,10 @@ def main() -> None:
     except LnfError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)
+    except OSError as err:  # an unwritable --out, a full disk, a file vanishing mid-read
+        where = f" {err.filename}" if err.filename else ""
+        click.echo(f"error: cannot access{where}: {err.strerror or err}", err=True)
+        sys.exit(1)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -39,6 +39,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
+from pyro_lnf.errors import ConfigError
+
 __all__ = [
     "METRIC_LABELS",
     "ImportanceEstimate",
@@ -147,7 +149,7 @@ def importance_sample(
         nll_per_unit = -est.log_likelihood.sum() / module.normalizer(batch).sum()
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
     chunk = num_samples if chunk_size is None else max(1, min(chunk_size, num_samples))
     log_total = sum_log_w = sum_obs = sum_kl = None
     done = 0
@@ -269,7 +271,7 @@ def evaluate(
     finally:
         module.train(was_training)
     if sequences == 0:
-        raise ValueError("evaluate() got no batches")
+        raise ConfigError("nothing to evaluate: the split has no sequences")
     units, frames = totals["units"], totals["frames"]
     nll = -totals["log_lik"]
     return {

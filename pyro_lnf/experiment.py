@@ -4,6 +4,7 @@ the paper's presets, evaluate a checkpoint. Everything here is callable from Pyt
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 from dataclasses import fields
 from typing import Any
@@ -19,7 +20,8 @@ from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
 from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
-from pyro_lnf.train import TrainConfig, TrainSummary, epoch_seed, train
+from pyro_lnf.sample import resolve_device
+from pyro_lnf.train import LAST, TrainConfig, TrainSummary, epoch_seed, train
 
 #: Preset keys that configure the model rather than the training loop.
 MODEL_OPTIONS = (
@@ -105,16 +107,19 @@ def run_training(
 ) -> TrainSummary:
     """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
 
-    A resumed run rebuilds the model from the checkpoint's own configuration, so the options
-    that shape the model need not be repeated.
+    A resumed run rebuilds the model from its ``last.pt`` (the model options given now are not
+    used); the training options must match the run's, except ``epochs``, which may grow.
     """
     settings = preset(model, dataset_name)
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
     model_opts, train_opts = split_settings(settings)
     config = TrainConfig(**train_opts)
     dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
-    torch.manual_seed(config.seed)  # the initial weights are part of the run
-    module = build_model(model, dataset, **model_opts)
+    if config.resume:
+        module = load_model(Path(config.out) / LAST, param_store=False)
+    else:
+        torch.manual_seed(config.seed)  # the initial weights are part of the run
+        module = build_model(model, dataset, **model_opts)
     return train(
         module,
         dataset_batches(dataset, "train", config, train=True),
@@ -147,6 +152,10 @@ def evaluate_checkpoint(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Importance-sampled NLL and ELBO of a saved model on one split of its dataset."""
+    device = resolve_device(device)
+    if num_samples < 1 or batch_size < 1:
+        raise ConfigError(f"--samples and --batch-size must be at least 1, got {num_samples}, "
+                          f"{batch_size}")
     module = load_model(path, map_location=device)
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
@@ -158,7 +167,7 @@ def evaluate_checkpoint(
     else:
         results = evaluate(module, tracked, num_samples=num_samples, chunk_size=chunk_size,
                            device=device)
-    checkpoint = load_checkpoint(path, map_location="cpu")
+    checkpoint = load_checkpoint(path, map_location="cpu")  # for its metadata
     results.update(
         dataset=dataset.name, split=split, model=checkpoint["model"]["name"],
         epochs_trained=checkpoint["progress"].get("epoch"),

@@ -12,6 +12,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
+from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import METRIC_LABELS, evaluate, importance_log_likelihood, importance_sample
 
 
@@ -256,7 +257,7 @@ def test_evaluate_restores_training_mode_and_rejects_empty_input():
     model.train()
     evaluate(model, [make_batch(2, 3, seed=0)], num_samples=1)
     assert model.training
-    with pytest.raises(ValueError, match="no batches"):
+    with pytest.raises(ConfigError, match="no sequences"):
         evaluate(model, [], num_samples=1)
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pyro_lnf.checkpoint import register_model
-from pyro_lnf.models.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.features import LengthFeatures, TiedEmbedding, check_sizes
 from pyro_lnf.models.length import LengthModel
 from pyro_lnf.models.lnf import observation_distribution
 
@@ -43,6 +43,9 @@ class LSTMBaseline(nn.Module):
         dataset: str | None = None,
     ) -> None:
         super().__init__()
+        check_sizes(dropout, num_features=num_features, max_length=max_length,
+                    hidden_size=hidden_size, embedding_dim=embedding_dim,
+                    lstm_layers=lstm_layers, length_dim=length_dim)
         self.kind = kind
         self.config: dict[str, Any] = dict(
             kind=kind, num_features=num_features, max_length=max_length,

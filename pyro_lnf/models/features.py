@@ -11,6 +11,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pyro_lnf.errors import ConfigError
+
+
+def check_sizes(dropout: float, **sizes: int) -> None:
+    """Refuse non-positive sizes and a dropout outside [0, 1) with a :class:`ConfigError`
+    naming the option, before torch fails deeper down with a less helpful message."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
+
 
 class LengthFeatures(nn.Module):
     r"""Position-and-remaining-steps features :math:`c_t = E_{pos}[t] + E_{rem}[T - 1 - t]`.

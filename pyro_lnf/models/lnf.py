@@ -33,7 +33,7 @@ from pyro_lnf.checkpoint import register_model
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.emission import Emission
 from pyro_lnf.models.encoder import SequenceEncoder
-from pyro_lnf.models.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.features import LengthFeatures, TiedEmbedding, check_sizes
 from pyro_lnf.models.length import LengthModel
 from pyro_lnf.transforms.temporal import TemporalFlow
 
@@ -105,6 +105,9 @@ class LatentFlowModel(nn.Module):
         super().__init__()
         if prior not in PRIORS:
             raise ConfigError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+        check_sizes(dropout, num_features=num_features, max_length=max_length,
+                    latent_dim=latent_dim, hidden_size=hidden_size, embedding_dim=embedding_dim,
+                    flow_layers=flow_layers, lstm_layers=lstm_layers, length_dim=length_dim)
         self.kind = kind
         self.config: dict[str, Any] = dict(
             kind=kind, num_features=num_features, max_length=max_length, prior=prior,
