@@ -1,0 +1,187 @@
+"""Training speed of the latent-flow priors at the paper's sizes, against plain PyTorch.
+
+For each prior, on real batches: the median time of one training step (ELBO forward, backward,
+global-norm clipping, Adam), frames per second, peak memory, and the same ELBO written by hand
+in plain PyTorch (no Pyro), whose ratio is the Pyro overhead. Also: cost per frame against
+length (Nottingham batches up to T = 1788), and the importance-sampled NLL time per JSB
+validation sequence. Compare with ../shared/reference/authors-code-speed.md (same machine kind).
+
+    python benchmarks/train_speed.py                 # everything, CPU
+    python benchmarks/train_speed.py --quick         # fewer repeats
+    python benchmarks/train_speed.py --device cuda
+    python benchmarks/train_speed.py --memory muse_data   # one step on the 4 longest pieces
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
+from pyro_lnf.evaluate import evaluate  # noqa: E402
+from pyro_lnf.experiment import build_model  # noqa: E402
+
+AUTHORS_FPS_JSB = {"afaf": 378, "afscf": 384, "iafscf": 197, "lstm": 2724}
+
+
+def hand_loss(module, batch) -> torch.Tensor:
+    """−ELBO of the latent-flow model in plain PyTorch (one sample), the same terms as Pyro's."""
+    mask = batch.mask
+    loc, scale = module.encoder(batch.x, batch.lengths)
+    z = loc + scale * torch.randn_like(loc)
+    log_q = (dist.Normal(loc, scale).log_prob(z).sum(-1) * mask).sum()
+    log_prior = (module.prior.log_prob(z, batch.lengths) * mask).sum()
+    logits = module.emission(z, batch.lengths)
+    log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, batch.x, reduction="none").sum(-1)
+    log_length = module.length_model.distribution().log_prob(batch.lengths).sum()
+    return -(log_length + (log_lik * mask).sum() + log_prior - log_q)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(module, batches, loss_fn, device, repeats: int) -> list[float]:
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    times = []
+    for i in range(repeats + 2):  # two warm-up steps (lazy imports, allocator, oneDNN plans)
+        batch = batches[i % len(batches)]
+        sync(device)
+        start = time.perf_counter()
+        loss = loss_fn(batch) / (batch.lengths + 1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 0.25)
+        optimizer.step()
+        sync(device)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--memory", metavar="DATASET", default=None,
+                        help="only: peak memory of one AF/AF step on the 4 longest pieces")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.memory:
+        longest_batch_memory(args.memory, device, args.data_dir)
+        return
+    repeats = 4 if args.quick else 12
+    console = Console(width=150)
+    console.print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+
+    jsb = load_dataset("jsb_chorales", data_dir=args.data_dir)
+    jsb_batches = [b.to(device) for b in jsb.batches("train", 5, seed=0)][: repeats + 2]
+    table = Table(title="JSB Chorales training step, batch 5, paper sizes")
+    for col in ("model", "params (M)", "s/step", "frames/s", "vs authors", "hand s/step",
+                "Pyro overhead", "peak MiB"):
+        table.add_column(col, justify="right")
+    for name in ("afaf", "afscf", "iafscf", "lstm"):
+        torch.manual_seed(0)
+        pyro.clear_param_store()
+        module = build_model(name, jsb).to(device).train()
+        elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+        pyro_times = time_steps(
+            module, jsb_batches, lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+            device, repeats)
+        frames = [int(b.lengths.sum()) for b in jsb_batches]
+        used = [frames[(i + 2) % len(frames)] for i in range(repeats)]
+        fps = sum(used) / sum(pyro_times)
+        hand = "-"
+        overhead = "-"
+        if name != "lstm":
+            hand_times = time_steps(module, jsb_batches, lambda b: hand_loss(module, b), device,
+                                    repeats)
+            hand = f"{statistics.median(hand_times):.3f}"
+            overhead = f"{sum(pyro_times) / sum(hand_times):.2f}x"
+        table.add_row(
+            name, f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}",
+            f"{statistics.median(pyro_times):.3f}", f"{fps:.0f}",
+            f"{fps / AUTHORS_FPS_JSB[name]:.2f}x", hand, overhead,
+            f"{peak_memory_mib(device):.0f}")
+    console.print(table)
+
+    notts = load_dataset("nottingham", data_dir=args.data_dir)
+    by_length = sorted(range(len(notts.splits["train"])), key=lambda i: len(notts.splits["train"][i]))
+    picks = [by_length[len(by_length) // 2], by_length[int(len(by_length) * 0.95)], by_length[-1]]
+    table = Table(title="Nottingham, cost against length (AF/AF, one sequence per step)")
+    for col in ("T", "s/step", "ms/frame", "authors ms/frame"):
+        table.add_column(col, justify="right")
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    module = build_model("afaf", notts).to(device).train()
+    elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+    authors = {1788: "61"}
+    for index in picks:
+        batch = collate(notts.splits["train"], [index]).to(device)
+        times = time_steps(module, [batch],
+                           lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+                           device, 1 if args.quick else 3)
+        length = int(batch.lengths[0])
+        step = statistics.median(times)
+        table.add_row(str(length), f"{step:.2f}", f"{1000 * step / length:.2f}",
+                      authors.get(length, "-"))
+    console.print(table)
+
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    module = build_model("afaf", jsb).to(device).eval()
+    valid = list(jsb.batches("valid", 16, shuffle=False, device=device))[:2]
+    evaluate(module, valid[:1], num_samples=2)  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    evaluate(module, valid, num_samples=30, chunk_size=30)
+    sync(device)
+    per_seq = (time.perf_counter() - start) / sum(len(b) for b in valid)
+    console.print(f"IS NLL, K = 30, AF/AF on JSB valid: {per_seq:.3f} s per sequence "
+                  f"(authors: 0.51 s); peak memory {peak_memory_mib(device):.0f} MiB")
+
+
+def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) -> None:
+    """One AF/AF training step on a batch of the 4 longest training pieces; run it in a fresh
+    process so that the peak resident memory belongs to this step alone."""
+    dataset = load_dataset(name, data_dir=data_dir)
+    lengths = dataset.lengths("train")
+    batch = collate(dataset.splits["train"], lengths.argsort(descending=True)[:4].tolist())
+    batch = batch.to(device)
+    torch.manual_seed(0)
+    module = build_model("afaf", dataset).to(device).train()
+    elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+    start = time.perf_counter()
+    time_steps(module, [batch],
+               lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0), device, 0)
+    print(f"{name}: AF/AF step on 4 x {int(batch.lengths[0])} frames (batch {len(batch)}): "
+          f"{time.perf_counter() - start:.1f} s for 2 steps, peak memory "
+          f"{peak_memory_mib(device) / 1024:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
