@@ -162,5 +162,3 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file, so ``path`` is whole or absent."""
     with atomic_write(path, "wb") as f:
         f.write(data)
-    # atomic_write's temporary file is private (0600); a dataset is ordinary readable data.
-    path.chmod(0o644)
