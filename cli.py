@@ -61,7 +61,7 @@ _DATA_DIR = click.option(
 @click.option("--dataset", required=True,
               type=click.Choice(["jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char",
                                  "ptb_words", "20news"]))
-@click.option("--epochs", type=int, help="Epochs to train (preset: 100).")
+@click.option("--epochs", type=int, help="Epochs to train (preset: 100 for sequence models).")
 @click.option("--batch-size", type=int, help="Training sequences per batch (preset per dataset).")
 @click.option("--eval-batch-size", type=int, help="Validation sequences per batch.")
 @click.option("--lr", type=float, help="Learning rate (preset: 1e-3).")
@@ -214,6 +214,10 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as err:  # one line, like every other error, with where to look
+        command = err.ctx.command_path if err.ctx is not None else "lnf"
+        click.echo(f"error: {err.format_message()} (see '{command} --help')", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         err.show()
         sys.exit(err.exit_code)
