@@ -58,7 +58,7 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pyro_lnf.checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from pyro_lnf.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.evaluate import evaluate
 from pyro_lnf.io import atomic_write

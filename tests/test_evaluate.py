@@ -58,7 +58,6 @@ class LinearGaussian(torch.nn.Module):
     """
 
     name = "linear_gaussian"
-    latent_sites = ("z",)
 
     def __init__(self, max_len: int, a: float = 1.5, b: float = 0.3, s: float = 0.7,
                  loc_factor: float = 1.0, scale_factor: float = 1.0) -> None:

@@ -67,7 +67,6 @@ class Toy(torch.nn.Module):
     Guide: N(μ, σ) from an embedding of x_t (with dropout, so resume must restore the RNG)."""
 
     name = "toy"
-    latent_sites = ("z",)
 
     def __init__(self, vocab: int = 5, hidden: int = 2, max_len: int = 8, dropout: float = 0.1):
         super().__init__()

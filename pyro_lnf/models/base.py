@@ -33,7 +33,6 @@ class LatentVariableModel(Protocol):
 
     name: str
     config: dict[str, Any]
-    latent_sites: tuple[str, ...]
 
     def model(self, batch: Any, beta: float = 1.0) -> None: ...
 

@@ -26,7 +26,6 @@ class LSTMBaseline(nn.Module):
     """
 
     name = "lstm"
-    latent_sites: tuple[str, ...] = ()
 
     def __init__(
         self,

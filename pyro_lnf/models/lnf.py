@@ -81,7 +81,6 @@ class LatentFlowModel(nn.Module):
     """
 
     name = "lnf"
-    latent_sites = ("z",)
 
     def __init__(
         self,

@@ -147,7 +147,6 @@ class _LatentVariableMixin:
 
     name: str
     head: LatentHead
-    latent_sites: tuple[str, ...] = ("z",)
     #: Encoder features of a batch, ``(B, in_features)`` of :attr:`head` (each model defines it).
     encode: Callable[[Any], torch.Tensor]
 
