@@ -11,8 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared data directory (``LNF_DATA_DIR``, as CI sets it, else ``../shared/data``)."""
-    path = Path(os.environ.get("LNF_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    explicit = os.environ.get("LNF_DATA_DIR")
+    path = Path(explicit or REPO.parent / "shared" / "data").resolve()
     if not path.is_dir():
+        if explicit:  # asked for and missing: a broken set-up, not a reason to skip
+            pytest.fail(f"LNF_DATA_DIR={explicit} is not a directory")
         pytest.skip(f"data directory {path} not present")
     return path
 
