@@ -52,9 +52,9 @@ def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module
         dataset=dataset.name,
     )
     if model == "lstm":
-        options.pop("flow_layers", None)
-        options.pop("transform", None)
-        options.pop("latent_dim", None)
+        for option in ("flow_layers", "transform", "latent_dim"):
+            if options.pop(option, None) is not None:
+                raise ConfigError(f"--{option.replace('_', '-')} does not apply to the LSTM baseline")
         return LSTMBaseline(**common, **options)
     if model not in FLOW_MODELS:
         raise ConfigError(f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}")
