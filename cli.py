@@ -48,19 +48,37 @@ def datasets(data_dir: str | None, fetch: str | None) -> None:
 
 
 _DATA_DIR = click.option(
-    "--data-dir", type=click.Path(file_okay=False), default=None,
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
     help="Data directory (default: $LNF_DATA_DIR, else ./data).",
 )
 
 
 @lnf.command()
-@click.option("--model", "model", required=True,
-              type=click.Choice(["afaf", "afscf", "iafscf", "indep", "lstm", "svae", "nvdm"]),
-              help="Latent-flow prior (AF/AF, AF/SCF, IAF/SCF, independent ablation), the LSTM "
-                   "baseline, or a Xu & Durrett VAE (svae on ptb_words, nvdm on 20news).")
-@click.option("--dataset", required=True,
-              type=click.Choice(["jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char",
-                                 "ptb_words", "20news"]))
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    type=click.Choice(["afaf", "afscf", "iafscf", "indep", "lstm", "svae", "nvdm"]),
+    help="Latent-flow prior (AF/AF, AF/SCF, IAF/SCF, independent ablation), the LSTM "
+    "baseline, or a Xu & Durrett VAE (svae on ptb_words, nvdm on 20news).",
+)
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Choice(
+        [
+            "jsb_chorales",
+            "nottingham",
+            "muse_data",
+            "piano_midi",
+            "ptb_char",
+            "ptb_words",
+            "20news",
+        ]
+    ),
+)
 @click.option("--epochs", type=int, help="Epochs to train (preset: 100 for sequence models).")
 @click.option("--batch-size", type=int, help="Training sequences per batch (preset per dataset).")
 @click.option("--eval-batch-size", type=int, help="Validation sequences per batch.")
@@ -73,7 +91,9 @@ _DATA_DIR = click.option(
 @click.option("--max-frames", type=int, help="Cap on padded frames per batch (long pieces).")
 @click.option("--nll-every", type=int, help="Validation IS NLL every N epochs (0: never).")
 @click.option("--nll-samples", type=int, help="Importance samples for the validation NLL.")
-@click.option("--transform", type=click.Choice(["nlsq", "affine"]), help="Elementwise map of the flows.")
+@click.option(
+    "--transform", type=click.Choice(["nlsq", "affine"]), help="Elementwise map of the flows."
+)
 @click.option("--flow-layers", type=int, help="Flow layers over the latent dimension (K).")
 @click.option("--latent-dim", type=int, help="Size of each z_t (paper: 50).")
 @click.option("--hidden-size", type=int, help="LSTM width (paper: 500).")
@@ -84,8 +104,12 @@ _DATA_DIR = click.option(
 @click.option("--jit/--no-jit", default=None, help="Compile the ELBO with JitTrace_ELBO.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-@click.option("--out", type=click.Path(file_okay=False), required=True,
-              help="Run directory: checkpoints (best.pt, last.pt) and metrics.jsonl.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    required=True,
+    help="Run directory: checkpoints (best.pt, last.pt) and metrics.jsonl.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_DATA_DIR
@@ -107,12 +131,25 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
 
 @lnf.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True)
-@click.option("--samples", "num_samples", type=int, default=100, show_default=True,
-              help="Importance samples K per sequence.")
+@click.option(
+    "--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True
+)
+@click.option(
+    "--samples",
+    "num_samples",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Importance samples K per sequence.",
+)
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--chunk-size", type=int, default=32, show_default=True,
-              help="Samples per pass; lower it if memory runs out.")
+@click.option(
+    "--chunk-size",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Samples per pass; lower it if memory runs out.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @_DATA_DIR
@@ -138,8 +175,11 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning")
-    labels = {**METRIC_LABELS, **PERPLEXITY_LABELS,
-              "analytic_kl_nats_per_sequence": "closed-form KL(q(z|x) || p(z)), mean per sequence"}
+    labels = {
+        **METRIC_LABELS,
+        **PERPLEXITY_LABELS,
+        "analytic_kl_nats_per_sequence": "closed-form KL(q(z|x) || p(z)), mean per sequence",
+    }
     for key, label in labels.items():
         if key in results:
             value = results[key]
@@ -150,23 +190,54 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
 @lnf.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-n", "--num", type=int, default=4, show_default=True, help="Sequences to draw.")
-@click.option("--length", type=int, default=None,
-              help="Length of every sequence (default: each drawn from the model's p(T)).")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="Flows: scales the prior noise; LSTM: divides the logits.")
+@click.option(
+    "--length",
+    type=int,
+    default=None,
+    help="Length of every sequence (default: each drawn from the model's p(T)).",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Flows: scales the prior noise; LSTM: divides the logits.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--format", "formats", multiple=True, type=click.Choice(["midi", "png", "txt", "npz"]),
-              help="Output format, repeatable (default: midi for music, txt for text).")
-@click.option("--mode/--sample", "mode", default=None,
-              help="Decode each step's most likely value (flows: z stays random) or sample it "
-                   "(default: sample; the mode along an --interpolate path).")
-@click.option("--tempo", type=float, default=120.0, show_default=True, help="MIDI beats per minute.")
-@click.option("--frames-per-beat", type=int, default=None,
-              help="Time steps per beat (default: 1 for JSB Chorales, 2 for the other datasets).")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    type=click.Choice(["midi", "png", "txt", "npz"]),
+    help="Output format, repeatable (default: midi for music, txt for text).",
+)
+@click.option(
+    "--mode/--sample",
+    "mode",
+    default=None,
+    help="Decode each step's most likely value (flows: z stays random) or sample it "
+    "(default: sample; the mode along an --interpolate path).",
+)
+@click.option(
+    "--tempo", type=float, default=120.0, show_default=True, help="MIDI beats per minute."
+)
+@click.option(
+    "--frames-per-beat",
+    type=int,
+    default=None,
+    help="Time steps per beat (default: 1 for JSB Chorales, 2 for the other datasets).",
+)
 @click.option("--velocity", type=int, default=80, show_default=True, help="MIDI note velocity.")
-@click.option("--interpolate", "between", type=int, nargs=2, default=None, metavar="A B",
-              help="Instead of sampling, decode the path between the encodings of test "
-                   "sequences A and B (-n, --length and --temperature do not apply).")
+@click.option(
+    "--interpolate",
+    "between",
+    type=int,
+    nargs=2,
+    default=None,
+    metavar="A B",
+    help="Instead of sampling, decode the path between the encodings of test "
+    "sequences A and B (-n, --length and --temperature do not apply).",
+)
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the path.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
 @click.option("--device", default="cpu", show_default=True)
@@ -179,7 +250,8 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
     from pyro_lnf.sample import sample_checkpoint
 
     result = sample_checkpoint(
-        checkpoint, decode=None if mode is None else ("mode" if mode else "sample"),
+        checkpoint,
+        decode=None if mode is None else ("mode" if mode else "sample"),
         interpolate_between=between or None,
         **options,
     )
@@ -187,7 +259,8 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
         click.echo(text)
     click.echo(
         f"wrote {len(result.files)} file(s) to {options['out']} "
-        f"(lengths {', '.join(map(str, result.lengths))})", err=True,
+        f"(lengths {', '.join(map(str, result.lengths))})",
+        err=True,
     )
 
 

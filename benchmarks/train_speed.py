@@ -46,7 +46,8 @@ def hand_loss(module, batch) -> torch.Tensor:
     log_prior = (module.prior.log_prob(z, batch.lengths) * mask).sum()
     logits = module.emission(z, batch.lengths)
     log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, batch.x, reduction="none").sum(-1)
+        logits, batch.x, reduction="none"
+    ).sum(-1)
     log_length = module.length_model.distribution().log_prob(batch.lengths).sum()
     return -(log_length + (log_lik * mask).sum() + log_prior - log_q)
 
@@ -86,8 +87,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--memory", metavar="DATASET", default=None,
-                        help="only: peak memory of one AF/AF step on the 4 longest pieces")
+    parser.add_argument(
+        "--memory",
+        metavar="DATASET",
+        default=None,
+        help="only: peak memory of one AF/AF step on the 4 longest pieces",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -96,13 +101,23 @@ def main() -> None:
         return
     repeats = 4 if args.quick else 12
     console = Console(width=150)
-    console.print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    console.print(
+        f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}"
+    )
 
     jsb = load_dataset("jsb_chorales", data_dir=args.data_dir)
     jsb_batches = [b.to(device) for b in jsb.batches("train", 5, seed=0)][: repeats + 2]
     table = Table(title="JSB Chorales training step, batch 5, paper sizes")
-    for col in ("model", "params (M)", "s/step", "frames/s", "vs authors", "hand s/step",
-                "Pyro overhead", "peak MiB"):
+    for col in (
+        "model",
+        "params (M)",
+        "s/step",
+        "frames/s",
+        "vs authors",
+        "hand s/step",
+        "Pyro overhead",
+        "peak MiB",
+    ):
         table.add_column(col, justify="right")
     for name in ("afaf", "afscf", "iafscf", "lstm"):
         torch.manual_seed(0)
@@ -110,27 +125,39 @@ def main() -> None:
         module = build_model(name, jsb).to(device).train()
         elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
         pyro_times = time_steps(
-            module, jsb_batches, lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
-            device, repeats)
+            module,
+            jsb_batches,
+            lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+            device,
+            repeats,
+        )
         frames = [int(b.lengths.sum()) for b in jsb_batches]
         used = [frames[(i + 2) % len(frames)] for i in range(repeats)]
         fps = sum(used) / sum(pyro_times)
         hand = "-"
         overhead = "-"
         if name != "lstm":
-            hand_times = time_steps(module, jsb_batches, lambda b: hand_loss(module, b), device,
-                                    repeats)
+            hand_times = time_steps(
+                module, jsb_batches, lambda b: hand_loss(module, b), device, repeats
+            )
             hand = f"{statistics.median(hand_times):.3f}"
             overhead = f"{sum(pyro_times) / sum(hand_times):.2f}x"
         table.add_row(
-            name, f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}",
-            f"{statistics.median(pyro_times):.3f}", f"{fps:.0f}",
-            f"{fps / AUTHORS_FPS_JSB[name]:.2f}x", hand, overhead,
-            f"{peak_memory_mib(device):.0f}")
+            name,
+            f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}",
+            f"{statistics.median(pyro_times):.3f}",
+            f"{fps:.0f}",
+            f"{fps / AUTHORS_FPS_JSB[name]:.2f}x",
+            hand,
+            overhead,
+            f"{peak_memory_mib(device):.0f}",
+        )
     console.print(table)
 
     notts = load_dataset("nottingham", data_dir=args.data_dir)
-    by_length = sorted(range(len(notts.splits["train"])), key=lambda i: len(notts.splits["train"][i]))
+    by_length = sorted(
+        range(len(notts.splits["train"])), key=lambda i: len(notts.splits["train"][i])
+    )
     picks = [by_length[len(by_length) // 2], by_length[int(len(by_length) * 0.95)], by_length[-1]]
     table = Table(title="Nottingham, cost against length (AF/AF, one sequence per step)")
     for col in ("T", "s/step", "ms/frame", "authors ms/frame"):
@@ -142,13 +169,18 @@ def main() -> None:
     authors = {1788: "61"}
     for index in picks:
         batch = collate(notts.splits["train"], [index]).to(device)
-        times = time_steps(module, [batch],
-                           lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
-                           device, 1 if args.quick else 3)
+        times = time_steps(
+            module,
+            [batch],
+            lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+            device,
+            1 if args.quick else 3,
+        )
         length = int(batch.lengths[0])
         step = statistics.median(times)
-        table.add_row(str(length), f"{step:.2f}", f"{1000 * step / length:.2f}",
-                      authors.get(length, "-"))
+        table.add_row(
+            str(length), f"{step:.2f}", f"{1000 * step / length:.2f}", authors.get(length, "-")
+        )
     console.print(table)
 
     torch.manual_seed(0)
@@ -161,8 +193,10 @@ def main() -> None:
     evaluate(module, valid, num_samples=30, chunk_size=30)
     sync(device)
     per_seq = (time.perf_counter() - start) / sum(len(b) for b in valid)
-    console.print(f"IS NLL, K = 30, AF/AF on JSB valid: {per_seq:.3f} s per sequence "
-                  f"(authors: 0.51 s); peak memory {peak_memory_mib(device):.0f} MiB")
+    console.print(
+        f"IS NLL, K = 30, AF/AF on JSB valid: {per_seq:.3f} s per sequence "
+        f"(authors: 0.51 s); peak memory {peak_memory_mib(device):.0f} MiB"
+    )
 
 
 def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) -> None:
@@ -176,11 +210,18 @@ def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) 
     module = build_model("afaf", dataset).to(device).train()
     elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
     start = time.perf_counter()
-    time_steps(module, [batch],
-               lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0), device, 0)
-    print(f"{name}: AF/AF step on 4 x {int(batch.lengths[0])} frames (batch {len(batch)}): "
-          f"{time.perf_counter() - start:.1f} s for 2 steps, peak memory "
-          f"{peak_memory_mib(device) / 1024:.2f} GiB")
+    time_steps(
+        module,
+        [batch],
+        lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+        device,
+        0,
+    )
+    print(
+        f"{name}: AF/AF step on 4 x {int(batch.lengths[0])} frames (batch {len(batch)}): "
+        f"{time.perf_counter() - start:.1f} s for 2 steps, peak memory "
+        f"{peak_memory_mib(device) / 1024:.2f} GiB"
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,14 @@ from pyro_lnf.train import LAST, TrainConfig, TrainSummary, epoch_seed, train
 
 #: Preset keys that configure the model rather than the training loop.
 MODEL_OPTIONS = (
-    "dropout", "flow_layers", "transform", "latent_dim", "hidden_size", "latent", "kappa", "decoder",
+    "dropout",
+    "flow_layers",
+    "transform",
+    "latent_dim",
+    "hidden_size",
+    "latent",
+    "kappa",
+    "decoder",
 )
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
@@ -47,17 +54,23 @@ def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module
     if dataset.kind not in ("binary", "categorical"):
         raise ConfigError(f"model {model!r} needs a sequence dataset, not {dataset.name!r}")
     common = dict(
-        kind=dataset.kind, num_features=dataset.num_features,
-        max_length=max_length_for(dataset), lengths=dataset.lengths("train"),
+        kind=dataset.kind,
+        num_features=dataset.num_features,
+        max_length=max_length_for(dataset),
+        lengths=dataset.lengths("train"),
         dataset=dataset.name,
     )
     if model == "lstm":
         for option in ("flow_layers", "transform", "latent_dim"):
             if options.pop(option, None) is not None:
-                raise ConfigError(f"--{option.replace('_', '-')} does not apply to the LSTM baseline")
+                raise ConfigError(
+                    f"--{option.replace('_', '-')} does not apply to the LSTM baseline"
+                )
         return LSTMBaseline(**common, **options)
     if model not in FLOW_MODELS:
-        raise ConfigError(f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}")
+        raise ConfigError(
+            f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}"
+        )
     return LatentFlowModel(**common, prior=model, **options)
 
 
@@ -90,8 +103,12 @@ def dataset_batches(dataset: Dataset, split: str, config: TrainConfig, *, train:
 
     def batches(epoch: int) -> Iterator[Any]:
         return dataset.batches(
-            split, size, shuffle=train, seed=epoch_seed(config.seed, epoch),
-            device=config.device, max_frames=config.max_frames,
+            split,
+            size,
+            shuffle=train,
+            seed=epoch_seed(config.seed, epoch),
+            device=config.device,
+            max_frames=config.max_frames,
         )
 
     return batches
@@ -154,22 +171,27 @@ def evaluate_checkpoint(
     """Importance-sampled NLL and ELBO of a saved model on one split of its dataset."""
     device = resolve_device(device)
     if num_samples < 1 or batch_size < 1:
-        raise ConfigError(f"--samples and --batch-size must be at least 1, got {num_samples}, "
-                          f"{batch_size}")
+        raise ConfigError(
+            f"--samples and --batch-size must be at least 1, got {num_samples}, {batch_size}"
+        )
     module = load_model(path, map_location=device)
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
     tracked = _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet)
     if isinstance(module, (SentenceVAE, NVDM)):
-        results = perplexity(module, tracked, num_samples=num_samples, chunk_size=chunk_size,
-                             device=device)
+        results = perplexity(
+            module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device
+        )
         results["analytic_kl_nats_per_sequence"] = _mean_analytic_kl(module, batches)
     else:
-        results = evaluate(module, tracked, num_samples=num_samples, chunk_size=chunk_size,
-                           device=device)
+        results = evaluate(
+            module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device
+        )
     checkpoint = load_checkpoint(path, map_location="cpu")  # for its metadata
     results.update(
-        dataset=dataset.name, split=split, model=checkpoint["model"]["name"],
+        dataset=dataset.name,
+        split=split,
+        model=checkpoint["model"]["name"],
         epochs_trained=checkpoint["progress"].get("epoch"),
     )
     return results

@@ -36,12 +36,16 @@ class LSTMStepper:
 
     def __init__(self, lstm: nn.LSTM, known: Tensor, input_weight: Tensor | None = None) -> None:
         if lstm.bidirectional or not lstm.batch_first or lstm.proj_size:
-            raise ValueError("LSTMStepper needs a batch-first, unidirectional LSTM without projection")
+            raise ValueError(
+                "LSTMStepper needs a batch-first, unidirectional LSTM without projection"
+            )
         self.lstm = lstm
         layers = range(lstm.num_layers)
         self.w_ih = [getattr(lstm, f"weight_ih_l{k}") for k in layers]
         self.w_hh = [getattr(lstm, f"weight_hh_l{k}") for k in layers]
-        self.bias = [getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in layers]
+        self.bias = [
+            getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in layers
+        ]
         dynamic = lstm.input_size - known.shape[-1]
         self.known_gates = nn.functional.linear(known, self.w_ih[0][:, dynamic:], self.bias[0])
         self.input_weight = self.w_ih[0][:, :dynamic].T if input_weight is None else input_weight
@@ -58,7 +62,8 @@ class LSTMStepper:
             if k:
                 below = nn.functional.linear(
                     nn.functional.dropout(h[k - 1], dropout, True) if dropout else h[k - 1],
-                    self.w_ih[k], self.bias[k],
+                    self.w_ih[k],
+                    self.bias[k],
                 )
             i, f, g, o = (below + nn.functional.linear(h[k], self.w_hh[k])).chunk(4, -1)
             c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)

@@ -11,8 +11,9 @@ from pyro_lnf.transforms.elementwise import NLSqMap
 
 def perturbed_flow(dim: int, transform: str, scale: float) -> torch.nn.Module:
     torch.manual_seed(0)
-    flow = conditional_autoregressive_flow(dim, 3, transform=transform, direction="af",
-                                           hidden_dims=(24, 24)).double()
+    flow = conditional_autoregressive_flow(
+        dim, 3, transform=transform, direction="af", hidden_dims=(24, 24)
+    ).double()
     with torch.no_grad():
         for p in flow.parameters():
             p.add_(scale * torch.randn_like(p))

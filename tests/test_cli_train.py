@@ -8,14 +8,33 @@ import sys
 
 import pytest
 
-TINY = ["--hidden-size", "8", "--latent-dim", "4", "--flow-layers", "1", "--epochs", "1",
-        "--batch-size", "64", "--eval-batch-size", "128", "--quiet"]
+TINY = [
+    "--hidden-size",
+    "8",
+    "--latent-dim",
+    "4",
+    "--flow-layers",
+    "1",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--eval-batch-size",
+    "128",
+    "--quiet",
+]
 
 
 def lnf(args, data_dir, cwd):
     env = dict(os.environ, LNF_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-c", "import cli; cli.main()", *args], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -25,33 +44,92 @@ def repo():
 
 def test_train_resume_evaluate(tmp_path, data_dir, repo):
     out = tmp_path / "run"
-    first = lnf(["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out),
-                 *TINY], data_dir, repo)
+    first = lnf(
+        ["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out), *TINY],
+        data_dir,
+        repo,
+    )
     assert first.returncode == 0, first.stderr
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     # Resuming needs no model options: they come from last.pt.
-    more = lnf(["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out),
-                "--resume", "--epochs", "2", "--batch-size", "64", "--eval-batch-size", "128",
-                "--quiet"], data_dir, repo)
+    more = lnf(
+        [
+            "train",
+            "--model",
+            "afscf",
+            "--dataset",
+            "jsb_chorales",
+            "--out",
+            str(out),
+            "--resume",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--eval-batch-size",
+            "128",
+            "--quiet",
+        ],
+        data_dir,
+        repo,
+    )
     assert more.returncode == 0, more.stderr
-    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [0, 1]
-    result = lnf(["evaluate", str(out / "last.pt"), "--split", "valid", "--samples", "2",
-                  "--batch-size", "76", "--json"], data_dir, repo)
+    result = lnf(
+        [
+            "evaluate",
+            str(out / "last.pt"),
+            "--split",
+            "valid",
+            "--samples",
+            "2",
+            "--batch-size",
+            "76",
+            "--json",
+        ],
+        data_dir,
+        repo,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["sequences"] == 76 and metrics["units"] == 4602 + 76
     assert metrics["nll_nats_per_unit"] <= metrics["elbo_loss_nats_per_unit"] + 1e-6
 
 
-@pytest.mark.parametrize("args", [
-    ["train", "--model", "lstm", "--dataset", "jsb_chorales", "--dropout", "1.5", "--out", "x"],
-    ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--hidden-size", "0", "--out", "x"],
-    ["train", "--model", "nvdm", "--dataset", "jsb_chorales", "--out", "x"],
-    ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--out", "x", "--resume"],
-    ["evaluate", "missing.pt"],
-    ["evaluate", "missing.pt", "--device", "nonsense"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [
+            "train",
+            "--model",
+            "lstm",
+            "--dataset",
+            "jsb_chorales",
+            "--dropout",
+            "1.5",
+            "--out",
+            "x",
+        ],
+        [
+            "train",
+            "--model",
+            "afaf",
+            "--dataset",
+            "jsb_chorales",
+            "--hidden-size",
+            "0",
+            "--out",
+            "x",
+        ],
+        ["train", "--model", "nvdm", "--dataset", "jsb_chorales", "--out", "x"],
+        ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--out", "x", "--resume"],
+        ["evaluate", "missing.pt"],
+        ["evaluate", "missing.pt", "--device", "nonsense"],
+    ],
+)
 def test_bad_input_is_one_line(args, tmp_path, data_dir, repo):
     result = lnf([a if a != "x" else str(tmp_path / "run") for a in args], data_dir, repo)
     assert result.returncode == 1

@@ -16,14 +16,22 @@ from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import PRIORS, LatentFlowModel
 from pyro_lnf.train import TrainConfig, sequence_batches, train
 
-TINY = dict(latent_dim=4, hidden_size=12, embedding_dim=8, flow_layers=2, flow_hidden=(8, 8),
-            length_dim=4, dropout=0.0)
+TINY = dict(
+    latent_dim=4,
+    hidden_size=12,
+    embedding_dim=8,
+    flow_layers=2,
+    flow_hidden=(8, 8),
+    length_dim=4,
+    dropout=0.0,
+)
 
 
 def tiny_model(kind: str, prior: str, lengths) -> LatentFlowModel:
     features = 5 if kind == "categorical" else 6
-    return LatentFlowModel(kind=kind, num_features=features, max_length=9, lengths=lengths,
-                           prior=prior, **TINY)
+    return LatentFlowModel(
+        kind=kind, num_features=features, max_length=9, lengths=lengths, prior=prior, **TINY
+    )
 
 
 def random_sequences(kind: str, lengths, seed: int = 0):
@@ -54,7 +62,8 @@ def test_elbo_equals_hand_computation(kind, prior):
         log_lik = torch.log_softmax(logits, -1).gather(-1, batch.x.unsqueeze(-1)).squeeze(-1)
     else:
         log_lik = -torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, batch.x, reduction="none").sum(-1)
+            logits, batch.x, reduction="none"
+        ).sum(-1)
     log_lik = (log_lik * mask).sum()
     log_length = model.length_model.distribution().log_prob(batch.lengths).sum()
     by_hand = log_length + log_lik + log_prior - log_q
@@ -114,12 +123,30 @@ def test_learns_markov_chain_to_within_005_nats_and_is_estimate_tightens_with_k(
 
     torch.manual_seed(0)
     model = LatentFlowModel(
-        kind="categorical", num_features=3, max_length=8,
-        lengths=[len(x) for x in train_set], prior="afaf", latent_dim=4, hidden_size=32,
-        embedding_dim=16, flow_layers=2, flow_hidden=(16, 16), length_dim=8, dropout=0.0,
+        kind="categorical",
+        num_features=3,
+        max_length=8,
+        lengths=[len(x) for x in train_set],
+        prior="afaf",
+        latent_dim=4,
+        hidden_size=32,
+        embedding_dim=16,
+        flow_layers=2,
+        flow_hidden=(16, 16),
+        length_dim=8,
+        dropout=0.0,
     )
-    config = TrainConfig(epochs=12, batch_size=64, lr=3e-3, grad_clip=1.0, kl_initial_zero=1,
-                         kl_rampup=5, nll_every=0, seed=0, quiet=True)
+    config = TrainConfig(
+        epochs=12,
+        batch_size=64,
+        lr=3e-3,
+        grad_clip=1.0,
+        kl_initial_zero=1,
+        kl_rampup=5,
+        nll_every=0,
+        seed=0,
+        quiet=True,
+    )
     train(model, sequence_batches(train_set, config, train=True), None, config)
 
     nll = {}
@@ -135,8 +162,16 @@ def test_learns_markov_chain_to_within_005_nats_and_is_estimate_tightens_with_k(
 def test_baseline_nll_is_exact_log_likelihood():
     """Without latents the importance estimate is the exact log-likelihood, for any K."""
     lengths = [5, 3, 2]
-    model = LSTMBaseline(kind="categorical", num_features=5, max_length=8, lengths=lengths,
-                         hidden_size=8, embedding_dim=8, length_dim=4, dropout=0.0).eval()
+    model = LSTMBaseline(
+        kind="categorical",
+        num_features=5,
+        max_length=8,
+        lengths=lengths,
+        hidden_size=8,
+        embedding_dim=8,
+        length_dim=4,
+        dropout=0.0,
+    ).eval()
     seqs = random_sequences("categorical", lengths)
     batch = next(iterate_batches(seqs, 3, shuffle=False, pad_value=0))
     log_probs = torch.log_softmax(model.logits(batch.x, batch.lengths), -1)

@@ -6,4 +6,11 @@ from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import PRIORS, LatentFlowModel
 from pyro_lnf.models.vae import NVDM, SentenceVAE
 
-__all__ = ["NVDM", "PRIORS", "LSTMBaseline", "LatentFlowModel", "LatentVariableModel", "SentenceVAE"]
+__all__ = [
+    "NVDM",
+    "PRIORS",
+    "LSTMBaseline",
+    "LatentFlowModel",
+    "LatentVariableModel",
+    "SentenceVAE",
+]

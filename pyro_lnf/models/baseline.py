@@ -42,20 +42,35 @@ class LSTMBaseline(nn.Module):
         dataset: str | None = None,
     ) -> None:
         super().__init__()
-        check_sizes(dropout, num_features=num_features, max_length=max_length,
-                    hidden_size=hidden_size, embedding_dim=embedding_dim,
-                    lstm_layers=lstm_layers, length_dim=length_dim)
+        check_sizes(
+            dropout,
+            num_features=num_features,
+            max_length=max_length,
+            hidden_size=hidden_size,
+            embedding_dim=embedding_dim,
+            lstm_layers=lstm_layers,
+            length_dim=length_dim,
+        )
         self.kind = kind
         self.config: dict[str, Any] = dict(
-            kind=kind, num_features=num_features, max_length=max_length,
-            hidden_size=hidden_size, embedding_dim=embedding_dim, lstm_layers=lstm_layers,
-            length_dim=length_dim, dropout=dropout, dataset=dataset,
+            kind=kind,
+            num_features=num_features,
+            max_length=max_length,
+            hidden_size=hidden_size,
+            embedding_dim=embedding_dim,
+            lstm_layers=lstm_layers,
+            length_dim=length_dim,
+            dropout=dropout,
+            dataset=dataset,
         )
         self.length_model = LengthModel(lengths)
         self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
         self.length_features = LengthFeatures(max_length, length_dim)
         self.rnn = nn.LSTM(
-            embedding_dim + length_dim, hidden_size, lstm_layers, batch_first=True,
+            embedding_dim + length_dim,
+            hidden_size,
+            lstm_layers,
+            batch_first=True,
             dropout=dropout if lstm_layers > 1 else 0.0,
         )
         self.dropout = nn.Dropout(dropout)

@@ -31,7 +31,9 @@ class LengthModel(nn.Module):
         # The table's size depends on the data it was fitted on: take the stored size.
         key = prefix + "log_probs_table"
         if key in state_dict:
-            self.log_probs_table = torch.empty_like(state_dict[key], device=self.tail_log_mass.device)
+            self.log_probs_table = torch.empty_like(
+                state_dict[key], device=self.tail_log_mass.device
+            )
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def distribution(self) -> LengthDistribution:

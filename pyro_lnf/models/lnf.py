@@ -104,15 +104,33 @@ class LatentFlowModel(nn.Module):
         super().__init__()
         if prior not in PRIORS:
             raise ConfigError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
-        check_sizes(dropout, num_features=num_features, max_length=max_length,
-                    latent_dim=latent_dim, hidden_size=hidden_size, embedding_dim=embedding_dim,
-                    flow_layers=flow_layers, lstm_layers=lstm_layers, length_dim=length_dim)
+        check_sizes(
+            dropout,
+            num_features=num_features,
+            max_length=max_length,
+            latent_dim=latent_dim,
+            hidden_size=hidden_size,
+            embedding_dim=embedding_dim,
+            flow_layers=flow_layers,
+            lstm_layers=lstm_layers,
+            length_dim=length_dim,
+        )
         self.kind = kind
         self.config: dict[str, Any] = dict(
-            kind=kind, num_features=num_features, max_length=max_length, prior=prior,
-            transform=transform, latent_dim=latent_dim, hidden_size=hidden_size,
-            embedding_dim=embedding_dim, flow_layers=flow_layers, flow_hidden=list(flow_hidden),
-            lstm_layers=lstm_layers, length_dim=length_dim, dropout=dropout, dataset=dataset,
+            kind=kind,
+            num_features=num_features,
+            max_length=max_length,
+            prior=prior,
+            transform=transform,
+            latent_dim=latent_dim,
+            hidden_size=hidden_size,
+            embedding_dim=embedding_dim,
+            flow_layers=flow_layers,
+            flow_hidden=list(flow_hidden),
+            lstm_layers=lstm_layers,
+            length_dim=length_dim,
+            dropout=dropout,
+            dataset=dataset,
         )
         self.length_model = LengthModel(lengths)
         self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
