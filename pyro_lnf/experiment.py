@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
@@ -21,7 +21,7 @@ from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
 from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.sample import resolve_device
-from pyro_lnf.train import LAST, TrainConfig, TrainSummary, epoch_seed, train
+from pyro_lnf.train import LAST, TrainConfig, TrainSummary, sequence_batches, train
 
 #: Preset keys that configure the model rather than the training loop.
 MODEL_OPTIONS = (
@@ -98,20 +98,11 @@ def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
 
 
 def dataset_batches(dataset: Dataset, split: str, config: TrainConfig, *, train: bool):
-    """``epoch -> batches`` over a split; training order is a function of (seed, epoch)."""
-    size = config.batch_size if train else (config.eval_batch_size or config.batch_size)
-
-    def batches(epoch: int) -> Iterator[Any]:
-        return dataset.batches(
-            split,
-            size,
-            shuffle=train,
-            seed=epoch_seed(config.seed, epoch),
-            device=config.device,
-            max_frames=config.max_frames,
-        )
-
-    return batches
+    """``epoch -> batches`` over a split, padded and counted as the dataset needs."""
+    return sequence_batches(
+        dataset.splits[split], config, train=train, pad_value=dataset.pad_value,
+        bow_size=dataset.num_features if dataset.kind == "bow" else None,
+    )
 
 
 def run_training(

@@ -235,12 +235,13 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def sequence_batches(
-    sequences: Sequence[Any], config: TrainConfig, *, train: bool
+    sequences: Sequence[Any], config: TrainConfig, *, train: bool, **batch_options: Any
 ) -> Callable[[int], Iterable[Any]]:
     """A :data:`BatchSource` over raw sequences via ``pyro_lnf.datasets.batching``.
 
     Training batches are reshuffled per epoch with :func:`epoch_seed`; validation batches
-    (``train=False``) keep their order and use ``eval_batch_size``.
+    (``train=False``) keep their order and use ``eval_batch_size``. ``batch_options`` go to
+    :func:`~pyro_lnf.datasets.batching.iterate_batches` (``pad_value``, ``bow_size``).
     """
     from pyro_lnf.datasets.batching import iterate_batches
 
@@ -249,7 +250,7 @@ def sequence_batches(
     def batches(epoch: int) -> Iterable[Any]:
         return iterate_batches(
             sequences, size, shuffle=train, seed=epoch_seed(config.seed, epoch),
-            device=config.device, max_frames=config.max_frames,
+            device=config.device, max_frames=config.max_frames, **batch_options,
         )
 
     return batches
