@@ -85,8 +85,10 @@ BETA_MIN = 1e-5  # the authors' "zero" KL weight: small but nonzero
 BatchSource = Callable[[int], Iterable[Any]] | Iterable[Any]
 
 # Options that change the sequence of updates: a resumed run must use the checkpoint's values.
+# The learning rate is among them: the optimiser state (with any plateau decay) is restored, so a
+# new --lr would otherwise be silently ignored.
 _TRAJECTORY = (
-    "seed", "batch_size", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
+    "seed", "batch_size", "lr", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
     "kl_rampup", "optimizer", "max_frames",
 )
 
@@ -115,7 +117,7 @@ class TrainConfig:
         at the end of each epoch).
     :ivar out: run directory (``None``: write nothing).
     :ivar resume: continue the run in ``out/last.pt``; options that change the sequence of
-        updates (seed, batch size, particles, accumulation, clipping, KL schedule, optimizer,
+        updates (seed, batch size, learning rate, particles, accumulation, clipping, KL schedule, optimizer,
         max_frames) must match it, ``epochs`` may grow.
     :ivar quiet: no progress bars.
     """

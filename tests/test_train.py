@@ -378,6 +378,8 @@ def test_resume_refuses_missing_or_different_runs(tmp_path):
         train(Toy(), data, None, quiet(epochs=1, out=str(tmp_path)))
     with pytest.raises(ConfigError, match="trained with seed=0"):
         train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True, seed=1))
+    with pytest.raises(ConfigError, match="trained with lr=0.001"):
+        train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True, lr=0.5))
     with pytest.raises(CheckpointError, match="not this model"):
         train(Toy(hidden=3), data, None, quiet(epochs=2, out=str(tmp_path), resume=True))
     summary = train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True))
