@@ -117,8 +117,8 @@ class TrainConfig:
         at the end of each epoch).
     :ivar out: run directory (``None``: write nothing).
     :ivar resume: continue the run in ``out/last.pt``; options that change the sequence of
-        updates (seed, batch size, learning rate, particles, accumulation, clipping, KL schedule, optimizer,
-        max_frames) must match it, ``epochs`` may grow.
+        updates (seed, batch size, learning rate, particles, accumulation, clipping, KL
+        schedule, optimizer, max_frames) must match it, ``epochs`` may grow.
     :ivar quiet: no progress bars.
     """
 
