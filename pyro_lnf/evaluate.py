@@ -29,8 +29,9 @@ References:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,25 @@ __all__ = [
     "METRIC_LABELS",
     "ImportanceEstimate",
     "evaluate",
+    "evaluating",
     "importance_log_likelihood",
     "importance_sample",
 ]
 
 _PARTICLE_PLATE = "importance_samples"
 _PARTICLE_DIM = -2  # the "sequences" plate is dim -1 (models/base.py)
+
+
+@contextlib.contextmanager
+def evaluating(module: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the duration, then the module's previous mode, even if the
+    body raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @dataclass
@@ -250,11 +264,9 @@ def evaluate(
     """
     if device is None:
         device = next(iter(module.parameters()), torch.empty(0)).device
-    was_training = module.training
-    module.eval()
     totals = dict.fromkeys(("log_lik", "elbo", "rec", "kl", "units", "frames"), 0.0)
     sequences = 0
-    try:
+    with evaluating(module):
         for batch in batches:
             batch = batch.to(device)
             est = importance_sample(
@@ -268,8 +280,6 @@ def evaluate(
             totals["units"] += module.normalizer(batch).double().sum().item()
             totals["frames"] += batch.lengths.double().sum().item()
             sequences += int(batch.lengths.shape[0])
-    finally:
-        module.train(was_training)
     if sequences == 0:
         raise ConfigError("nothing to evaluate: the split has no sequences")
     units, frames = totals["units"], totals["frames"]

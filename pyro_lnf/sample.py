@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from pyro_lnf import outputs
 from pyro_lnf.datasets import Dataset, Vocab, load_dataset
 from pyro_lnf.errors import CheckpointError, ConfigError
+from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.recurrence import LSTMStepper, zero_state
@@ -83,17 +84,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
 def unpad(x: Tensor, lengths: Tensor) -> list[Tensor]:
     """The sequences of a padded batch ``x`` ``(N, T, ...)``, each cut to its length."""
     return [seq[:n] for seq, n in zip(x, lengths.tolist())]
-
-
-@contextlib.contextmanager
-def _evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration, then the module's previous mode."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 @contextlib.contextmanager
@@ -214,7 +204,7 @@ def sample_sequences(
     if not temperature > 0:
         raise ConfigError(f"temperature must be positive, got {temperature!r}")
     run_on = _module_device(module, device)
-    with _evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+    with evaluating(module), torch.no_grad(), _seeded(seed, run_on):
         drawn = _lengths(module, num, lengths, length, run_on)
         steps = int(drawn.max())
         if isinstance(module, LatentFlowModel):
@@ -298,7 +288,7 @@ def interpolate(
     if len(x_a) < 1 or len(x_b) < 1:
         raise ConfigError("cannot interpolate between empty sequences")
     run_on = next(module.parameters()).device
-    with _evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+    with evaluating(module), torch.no_grad(), _seeded(seed, run_on):
         common = max(len(x_a), len(x_b))
         ends = torch.stack([_pad_to(x.to(run_on), common, pad_value) for x in (x_a, x_b)])
         if module.kind == "binary":

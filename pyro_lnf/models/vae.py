@@ -54,7 +54,7 @@ from torch.distributions import kl_divergence
 from pyro_lnf.checkpoint import register_model
 from pyro_lnf.distributions.vmf import HypersphericalUniform, VonMisesFisher
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.evaluate import importance_sample
+from pyro_lnf.evaluate import evaluating, importance_sample
 
 __all__ = [
     "DECODERS",
@@ -383,9 +383,7 @@ class SentenceVAE(_LatentVariableMixin, nn.Module):
             >>> tokens, lengths, _ = vae.generate(vae.prior(4).sample(), max_length=40)
         """
         _check_positive_int("max_length", max_length)
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             n = z.shape[0]
             state = self._initial_state(z)
             previous = torch.full((n, 1), self.sos_index, dtype=torch.long, device=z.device)
@@ -406,8 +404,6 @@ class SentenceVAE(_LatentVariableMixin, nn.Module):
                 if not running.any():
                     break
             return tokens, lengths, log_prob
-        finally:
-            self.train(was_training)
 
 
 @register_model("nvdm")
@@ -569,10 +565,8 @@ def perplexity(
         raise ConfigError(f"average must be 'corpus' or 'document', got {average!r}")
     if device is None:
         device = next(iter(module.parameters()), torch.empty(0)).device
-    was_training = module.training
-    module.eval()
     nll_elbo, nll_is, rec, kl, tokens = [], [], [], [], []
-    try:
+    with evaluating(module):
         for batch in batches:
             batch = batch.to(device)
             est = importance_sample(
@@ -583,8 +577,6 @@ def perplexity(
             rec.append(est.reconstruction.double())
             kl.append(est.kl.double())
             tokens.append(module.normalizer(batch).double())
-    finally:
-        module.train(was_training)
     if not tokens:
         raise ConfigError("perplexity() got no batches; check the split is not empty")
     n = torch.cat(tokens)
