@@ -194,7 +194,8 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     "--length",
     type=int,
     default=None,
-    help="Length of every sequence (default: each drawn from the model's p(T)).",
+    help="Length of every sequence (default: each drawn from the model's p(T)); for a "
+    "sentence VAE, the longest sentence (default 100 words; <eos> ends one earlier).",
 )
 @click.option(
     "--temperature",
@@ -236,7 +237,7 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     default=None,
     metavar="A B",
     help="Instead of sampling, decode the path between the encodings of test "
-    "sequences A and B (-n, --length and --temperature do not apply).",
+    "sequences A and B (-n and --temperature do not apply; --length only to a sentence VAE).",
 )
 @click.option("--steps", type=int, default=8, show_default=True, help="Points on the path.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")

@@ -11,6 +11,8 @@ The public API, re-exported here:
 - data (:mod:`pyro_lnf.datasets`), training (:mod:`pyro_lnf.train`), evaluation
   (:mod:`pyro_lnf.evaluate`) and checkpoints (:mod:`pyro_lnf.checkpoint`). The functions
   ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
+- sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
+  of a sentence VAE (:mod:`pyro_lnf.sentences`).
 """
 
 from pyro_lnf.checkpoint import load_checkpoint, load_model, register_model, save_checkpoint

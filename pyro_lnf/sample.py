@@ -47,6 +47,7 @@ from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
+from pyro_lnf.models.vae import SentenceVAE
 from pyro_lnf.recurrence import LSTMStepper, zero_state
 
 __all__ = [
@@ -87,7 +88,7 @@ def unpad(x: Tensor, lengths: Tensor) -> list[Tensor]:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Seed torch's generators inside the block and restore them afterwards.
 
     The prior and p(T) draw from the global generators, so forking them (rather than threading
@@ -204,7 +205,7 @@ def sample_sequences(
     if not temperature > 0:
         raise ConfigError(f"temperature must be positive, got {temperature!r}")
     run_on = _module_device(module, device)
-    with evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+    with evaluating(module), torch.no_grad(), seeded(seed, run_on):
         drawn = _lengths(module, num, lengths, length, run_on)
         steps = int(drawn.max())
         if isinstance(module, LatentFlowModel):
@@ -288,7 +289,7 @@ def interpolate(
     if len(x_a) < 1 or len(x_b) < 1:
         raise ConfigError("cannot interpolate between empty sequences")
     run_on = next(module.parameters()).device
-    with evaluating(module), torch.no_grad(), _seeded(seed, run_on):
+    with evaluating(module), torch.no_grad(), seeded(seed, run_on):
         common = max(len(x_a), len(x_b))
         ends = torch.stack([_pad_to(x.to(run_on), common, pad_value) for x in (x_a, x_b)])
         if module.kind == "binary":
@@ -375,6 +376,10 @@ def sample_checkpoint(
 ) -> SampleOutput:
     """Load a checkpoint, draw sequences (or an interpolation path) and write them to ``out``.
 
+    A latent-flow model or the LSTM baseline gives music or text; a sentence VAE (``svae``)
+    gives sentences from its prior, or a homotopy between two test sentences
+    (:mod:`pyro_lnf.sentences`), with ``length`` the longest sentence decoded.
+
     Files, for ``prefix`` = ``sample`` (or ``interp`` with ``interpolate_between``):
     ``<prefix>_000.mid``, ``<prefix>_000.png``, ... one per sequence; ``<prefix>s.txt`` (text,
     one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
@@ -398,6 +403,12 @@ def sample_checkpoint(
     run_on = resolve_device(device)
     path = Path(checkpoint)
     module = load_model(path, map_location=run_on, param_store=False)
+    if isinstance(module, SentenceVAE):
+        return _sample_sentence_checkpoint(
+            module, path, Path(out), num=num, max_length=length, temperature=temperature,
+            seed=seed, formats=formats, decode=decode, interpolate_between=interpolate_between,
+            steps=steps, data_dir=data_dir,
+        )
     _check_model(module)
     dataset_name = module.config.get("dataset")
     chosen = _check_formats(formats, module.kind, dataset_name)
@@ -459,4 +470,64 @@ def sample_checkpoint(
         else:
             result.files.append(outputs.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
                                                   **arrays))
+    return result
+
+
+def _sample_sentence_checkpoint(
+    vae: SentenceVAE,
+    path: Path,
+    out: Path,
+    *,
+    num: int,
+    max_length: int | None,
+    temperature: float,
+    seed: int | None,
+    formats: Sequence[str],
+    decode: str,
+    interpolate_between: tuple[int, int] | None,
+    steps: int,
+    data_dir: str | os.PathLike | None,
+) -> SampleOutput:
+    """:func:`sample_checkpoint` for a sentence VAE: sentences from the prior, or a homotopy
+    between two test sentences; ``max_length`` caps each sentence (``<eos>`` ends it earlier)."""
+    from pyro_lnf import sentences
+
+    chosen = sentences.check_sentence_options(formats, temperature, path)
+    if max_length is None:
+        max_length = sentences.DEFAULT_MAX_LENGTH
+    if vae.config.get("dataset") is None:
+        raise ConfigError(
+            f"checkpoint {path} does not name its dataset, which decoding text needs"
+        )
+    dataset = load_dataset(vae.config["dataset"], data_dir=data_dir)
+    vocab = _vocabulary(dataset, vae.config["vocab_size"], path)
+    arrays: dict[str, Tensor] = {}
+    if interpolate_between is None:
+        prefix = "sample"
+        tokens, lengths = sentences.sample_sentences(
+            vae, num, max_length=max_length, decode=decode, seed=seed
+        )
+    else:
+        prefix = "interp"
+        test = dataset.splits["test"]
+        for index in interpolate_between:
+            if not 0 <= index < len(test):
+                raise ConfigError(
+                    f"test sentence {index} does not exist: {dataset.name} has {len(test)} test "
+                    f"sentences (0..{len(test) - 1})"
+                )
+        a, b = (test[i] for i in interpolate_between)
+        tokens, lengths, z = sentences.interpolate_sentences(
+            vae, a, b, steps, max_length=max_length, decode=decode, seed=seed
+        )
+        arrays.update(alpha=torch.linspace(0.0, 1.0, steps), z=z)
+    result = SampleOutput(lengths=lengths.tolist())
+    for fmt in chosen:
+        if fmt == "txt":
+            result.texts = sentences.sentence_texts(vae, vocab, tokens, lengths)
+            result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
+        else:
+            result.files.append(
+                outputs.write_npz(out / f"{prefix}s.npz", x=tokens, lengths=lengths, **arrays)
+            )
     return result
