@@ -33,7 +33,7 @@ from pyro_lnf.datasets import Vocab, collate
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.vae import SentenceVAE
-from pyro_lnf.sample import seeded
+from pyro_lnf.sample import DECODINGS, seeded
 
 __all__ = ["interpolate_sentences", "sample_sentences", "sentence_texts"]
 
@@ -42,11 +42,13 @@ __all__ = ["interpolate_sentences", "sample_sentences", "sentence_texts"]
 DEFAULT_MAX_LENGTH = 100
 
 
-def _check_max_length(max_length: int) -> None:
+def _check_options(max_length: int, decode: str) -> None:
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise ConfigError(
             f"the maximum sentence length must be a positive integer, got {max_length!r}"
         )
+    if decode not in DECODINGS:
+        raise ConfigError(f"unknown decoding {decode!r}; choose 'sample' or 'mode'")
 
 
 def sample_sentences(
@@ -65,7 +67,7 @@ def sample_sentences(
     """
     if not (isinstance(num, int) and num >= 1):
         raise ConfigError(f"the number of samples must be a positive integer, got {num!r}")
-    _check_max_length(max_length)
+    _check_options(max_length, decode)
     device = vae.head.loc.weight.device
     with torch.no_grad(), seeded(seed, device):
         z = vae.prior(num).sample()
@@ -93,7 +95,7 @@ def interpolate_sentences(
         raise ConfigError(f"interpolation needs at least 2 steps, got {steps!r}")
     if len(x_a) < 1 or len(x_b) < 1:
         raise ConfigError("cannot interpolate between empty sentences")
-    _check_max_length(max_length)
+    _check_options(max_length, decode)
     device = vae.head.loc.weight.device
     with evaluating(vae), torch.no_grad(), seeded(seed, device):
         batch = collate([x_a.to(device), x_b.to(device)], [0, 1], pad_value=vae.pad_index)

@@ -77,6 +77,8 @@ def test_bad_sentence_options_raise_config_errors():
         sample_sentences(vae, 0)
     with pytest.raises(ConfigError, match="maximum sentence length"):
         sample_sentences(vae, 2, max_length=0)
+    with pytest.raises(ConfigError, match="unknown decoding"):
+        sample_sentences(vae, 2, decode="beam")
     with pytest.raises(ConfigError, match="at least 2 steps"):
         interpolate_sentences(vae, torch.tensor([3, EOS]), torch.tensor([4, EOS]), 1)
     with pytest.raises(ConfigError, match="empty"):
