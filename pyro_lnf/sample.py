@@ -356,6 +356,18 @@ def _vocabulary(dataset: Dataset, num_features: int, path: Path) -> Vocab:
     return dataset.vocab
 
 
+def _test_pair(dataset: Dataset, indices: tuple[int, int], noun: str) -> tuple[Tensor, Tensor]:
+    """Test-split items ``indices`` of ``dataset``, the ends of an interpolation path."""
+    test = dataset.splits["test"]
+    for index in indices:
+        if not 0 <= index < len(test):
+            raise ConfigError(
+                f"test {noun} {index} does not exist: {dataset.name} has {len(test)} test "
+                f"{noun}s (0..{len(test) - 1})"
+            )
+    return test[indices[0]], test[indices[1]]
+
+
 def sample_checkpoint(
     checkpoint: str | os.PathLike,
     out: str | os.PathLike,
@@ -438,16 +450,9 @@ def sample_checkpoint(
                                       decode=decode, seed=seed)
     else:
         prefix = "interp"
-        test = dataset.splits["test"]
-        for index in interpolate_between:
-            if not 0 <= index < len(test):
-                raise ConfigError(
-                    f"test sequence {index} does not exist: {dataset_name} has {len(test)} test "
-                    f"sequences (0..{len(test) - 1})"
-                )
+        a, b = _test_pair(dataset, interpolate_between, "sequence")
         # The shorter sequence is padded with silence (music) or spaces (text).
         pad_value = vocab.stoi.get(" ", vocab.pad_index) if vocab is not None else 0
-        a, b = (test[i] for i in interpolate_between)
         x, lengths = interpolate(module, a, b, steps, pad_value=pad_value, decode=decode,
                                  seed=seed)
         arrays["alpha"] = torch.linspace(0.0, 1.0, steps)
@@ -509,14 +514,7 @@ def _sample_sentence_checkpoint(
         )
     else:
         prefix = "interp"
-        test = dataset.splits["test"]
-        for index in interpolate_between:
-            if not 0 <= index < len(test):
-                raise ConfigError(
-                    f"test sentence {index} does not exist: {dataset.name} has {len(test)} test "
-                    f"sentences (0..{len(test) - 1})"
-                )
-        a, b = (test[i] for i in interpolate_between)
+        a, b = _test_pair(dataset, interpolate_between, "sentence")
         tokens, lengths, z = sentences.interpolate_sentences(
             vae, a, b, steps, max_length=max_length, decode=decode, seed=seed
         )
