@@ -519,6 +519,19 @@ def test_depressed_cubic_root_random_single_root_cases():
     assert torch.all(residual <= 1e-9 * scale)
 
 
+def test_nlsq_forward_gradients_match_finite_differences():
+    """The hand-written backward of (y, log dy/dx), for both outputs at once and with params
+    broadcasting over x (one parameter row per coordinate, shared across the batch)."""
+    phi = T.NLSqMap()
+    x = (2.0 * torch.randn(4, 3, dtype=F64)).requires_grad_()
+    for o in (3.0 * torch.randn(4, 3, 5, dtype=F64), 3.0 * torch.randn(3, 5, dtype=F64)):
+        assert torch.autograd.gradcheck(phi.forward, (x, o.requires_grad_()))
+    # each output alone (the other's incoming gradient is then zero)
+    o = (3.0 * torch.randn(4, 3, 5, dtype=F64)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, o: phi.forward(x, o)[0], (x, o))
+    assert torch.autograd.gradcheck(lambda x, o: phi.forward(x, o)[1], (x, o))
+
+
 def test_nlsq_inverse_gradients_match_finite_differences():
     phi = T.NLSqMap()
     o = (3.0 * torch.randn(6, 5, dtype=F64)).requires_grad_()
