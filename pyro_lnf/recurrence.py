@@ -7,6 +7,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from pyro_lnf.weight_bank import WeightBank
+
 LSTMState = tuple[list[Tensor], list[Tensor]]
 
 
@@ -26,7 +28,10 @@ class LSTMStepper:
     length features) enters all steps' gates in one product. The first layer's input is
     ``[u_t; known_t]``: ``u_t`` is supplied at each step; ``input_weight`` may replace the
     columns of :math:`W_{ih}` that read it (the baseline folds its embedding into them). In
-    training mode the LSTM's inter-layer dropout is applied as ``nn.LSTM`` applies it.
+    training mode the LSTM's inter-layer dropout is applied as ``nn.LSTM`` applies it. With
+    gradients on, every per-step product with a weight goes through a
+    :class:`~pyro_lnf.weight_bank.WeightBank`, so each weight's gradient is formed once after
+    the loop rather than once per step.
 
     :param lstm: the module whose weights are used (gradients flow to them).
     :param known: ``(N, T, D_k)`` inputs known in advance, the last ``D_k`` input columns.
@@ -41,31 +46,36 @@ class LSTMStepper:
             )
         self.lstm = lstm
         layers = range(lstm.num_layers)
-        self.w_ih = [getattr(lstm, f"weight_ih_l{k}") for k in layers]
-        self.w_hh = [getattr(lstm, f"weight_hh_l{k}") for k in layers]
+        # Each step multiplies through a WeightBank: with gradients on, the weights' gradients
+        # are formed once after the loop instead of once per step.
+        self.w_ih = [WeightBank(getattr(lstm, f"weight_ih_l{k}")) for k in layers[1:]]
+        self.w_hh = [WeightBank(getattr(lstm, f"weight_hh_l{k}")) for k in layers]
         self.bias = [
             getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}") for k in layers
         ]
         dynamic = lstm.input_size - known.shape[-1]
-        self.known_gates = nn.functional.linear(known, self.w_ih[0][:, dynamic:], self.bias[0])
-        self.input_weight = self.w_ih[0][:, :dynamic].T if input_weight is None else input_weight
+        w_ih0 = lstm.weight_ih_l0
+        # Split once: indexing [:, t] at every step would make its backward write a zero tensor
+        # of the whole (N, T, 4H) size per step.
+        self.known_gates = nn.functional.linear(known, w_ih0[:, dynamic:], self.bias[0]).unbind(1)
+        self.input_weight = (
+            WeightBank(w_ih0[:, :dynamic]) if input_weight is None else WeightBank(input_weight.T)
+        )
 
     def step(self, t: int, u_t: Tensor | None, state: LSTMState) -> tuple[Tensor, LSTMState]:
         """Read ``[u_t; known_t]`` (``u_t = None``: a zero step input) and return the top
         layer's output and the new state (lists of per-layer ``(N, H)`` tensors)."""
         h, c = list(state[0]), list(state[1])
-        below = self.known_gates[:, t]
+        below = self.known_gates[t]
         if u_t is not None:
-            below = below + u_t @ self.input_weight
+            below = below + self.input_weight(u_t)
         dropout = self.lstm.dropout if self.lstm.training else 0.0
         for k in range(self.lstm.num_layers):
             if k:
-                below = nn.functional.linear(
-                    nn.functional.dropout(h[k - 1], dropout, True) if dropout else h[k - 1],
-                    self.w_ih[k],
-                    self.bias[k],
-                )
-            i, f, g, o = (below + nn.functional.linear(h[k], self.w_hh[k])).chunk(4, -1)
+                below = self.w_ih[k - 1](
+                    nn.functional.dropout(h[k - 1], dropout, True) if dropout else h[k - 1]
+                ) + self.bias[k]
+            i, f, g, o = (below + self.w_hh[k](h[k])).chunk(4, -1)
             c[k] = torch.sigmoid(f) * c[k] + torch.sigmoid(i) * torch.tanh(g)
             h[k] = torch.sigmoid(o) * torch.tanh(c[k])
         return h[-1], (h, c)
