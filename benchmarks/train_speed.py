@@ -11,6 +11,7 @@ validation sequence. Compare with ../shared/reference/authors-code-speed.md (sam
     python benchmarks/train_speed.py --device cuda
     python benchmarks/train_speed.py --memory muse_data   # one step on the 4 longest pieces
     python benchmarks/train_speed.py --nll-only           # the IS NLL timing alone
+    python benchmarks/train_speed.py --iaf-budget         # where IAF/SCF's step time goes
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
+from pyro_lnf.errors import LnfError  # noqa: E402
 from pyro_lnf.evaluate import evaluate  # noqa: E402
 from pyro_lnf.experiment import build_model  # noqa: E402
 
@@ -95,6 +97,11 @@ def main() -> None:
         help="only: peak memory of one AF/AF step on the 4 longest pieces",
     )
     parser.add_argument("--nll-only", action="store_true", help="only: the IS NLL timing")
+    parser.add_argument(
+        "--iaf-budget",
+        action="store_true",
+        help="only: IAF/SCF's sequential density loop against the time the 3x target leaves it",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -103,6 +110,9 @@ def main() -> None:
         return
     if args.nll_only:
         importance_sampling_time(load_dataset("jsb_chorales", data_dir=args.data_dir), device)
+        return
+    if args.iaf_budget:
+        iaf_budget(load_dataset("jsb_chorales", data_dir=args.data_dir), device, args.quick)
         return
     repeats = 4 if args.quick else 12
     console = Console(width=150)
@@ -211,6 +221,85 @@ def importance_sampling_time(jsb, device: torch.device) -> None:
     )
 
 
+def _prior_and_lstm_times(module, batches, device, rounds: int) -> tuple[float, float]:
+    """Seconds per time step (forward + backward, best of ``rounds``) of the prior's density
+    on z ~ N(0, I), and of its time LSTM alone stepped over the same steps."""
+    prior_time = lstm_time = 0.0
+    steps = 0
+    for batch in batches:
+        T = int(batch.lengths.max())
+        z = torch.randn(len(batch), T, module.prior.dim, device=device, requires_grad=True)
+        best_prior = best_lstm = float("inf")
+        for _ in range(rounds):
+            sync(device)
+            start = time.perf_counter()
+            module.prior.log_prob(z, batch.lengths).sum().backward()
+            sync(device)
+            best_prior = min(best_prior, time.perf_counter() - start)
+            start = time.perf_counter()
+            features = module.prior._length_features(batch.lengths, T + 1)
+            stepper, h, state = module.prior._stepper(features)
+            total = h.sum()
+            for t in range(T - 1):
+                h, state = stepper.step(t, z[:, t], state)
+                total = total + h.sum()
+            total.backward()
+            sync(device)
+            best_lstm = min(best_lstm, time.perf_counter() - start)
+        prior_time += best_prior
+        lstm_time += best_lstm
+        steps += T
+    return prior_time / steps, lstm_time / steps
+
+
+def iaf_budget(jsb, device: torch.device, quick: bool) -> None:
+    """Where an IAF/SCF training step goes, against the 3x-the-authors target.
+
+    The encoder, emission and length model are the same networks in AF/SCF and IAF/SCF, so
+    (AF/SCF step) - (AF/SCF's parallel prior) is what an IAF/SCF step costs besides its prior.
+    What the target's step time leaves over is the budget of the sequential density loop,
+    printed per time step next to that loop and next to its time LSTM alone.
+    """
+    repeats = 4 if quick else 12
+    batches = [b.to(device) for b in jsb.batches("train", 5, seed=0)][: repeats + 2]
+    used = batches[2:]
+    frames = sum(int(b.lengths.sum()) for b in used)
+    time_steps_total = sum(int(b.lengths.max()) for b in used)
+    elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+    measured = {}
+    for name in ("afscf", "iafscf"):
+        torch.manual_seed(0)
+        pyro.clear_param_store()
+        module = build_model(name, jsb).to(device).train()
+        step = sum(
+            time_steps(
+                module,
+                batches,
+                lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
+                device,
+                repeats,
+            )
+        )
+        prior, lstm = _prior_and_lstm_times(module, used, device, 2)
+        measured[name] = (step, prior, lstm)
+    af_step, af_prior, _ = measured["afscf"]
+    iaf_step, iaf_prior, iaf_lstm = measured["iafscf"]
+    target_total = frames / (3 * AUTHORS_FPS_JSB["iafscf"])
+    rest = af_step - af_prior * time_steps_total
+    budget = (target_total - rest) / time_steps_total
+    table = Table(title=f"IAF/SCF on {len(used)} JSB batches of 5 ({time_steps_total} time steps)")
+    table.add_column("")
+    table.add_column("ms per time step", justify="right")
+    table.add_row("IAF/SCF step, all of it", f"{1000 * iaf_step / time_steps_total:.2f}")
+    table.add_row("  its sequential density loop (fwd + bwd)", f"{1000 * iaf_prior:.2f}")
+    table.add_row("  its time LSTM alone, stepped (fwd + bwd)", f"{1000 * iaf_lstm:.2f}")
+    table.add_row("everything else (AF/SCF step - its parallel prior)",
+                  f"{1000 * rest / time_steps_total:.2f}")
+    table.add_row("3x the authors: the whole step", f"{1000 * target_total / time_steps_total:.2f}")
+    table.add_row("  which leaves the density loop", f"{1000 * budget:.2f}")
+    Console(width=150).print(table)
+
+
 def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) -> None:
     """One AF/AF training step on a batch of the 4 longest training pieces; run it in a fresh
     process so that the peak resident memory belongs to this step alone."""
@@ -237,4 +326,7 @@ def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) 
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LnfError as error:  # e.g. the data directory is not set: one line, not a traceback
+        sys.exit(f"error: {error}")
