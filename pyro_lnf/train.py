@@ -72,6 +72,7 @@ __all__ = [
     "TrainSummary",
     "epoch_seed",
     "kl_schedule",
+    "make_optimizer",
     "sequence_batches",
     "train",
 ]
@@ -385,13 +386,18 @@ class _State:
 _SUMS = ("loss", "kl", "units", "frames", "train_s")
 
 
-def _make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(module: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser `lnf train` uses: SGD or Adam over the trainable parameters, at
+    ``config.lr``."""
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"model {type(module).__name__} has no trainable parameters")
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, lr=config.lr)
-    return torch.optim.Adam(params, lr=config.lr)
+    # The fused kernel updates all tensors in one pass: on CPU about 4x faster than the default
+    # per-op ("foreach") update, which reads and writes the 24 M parameters' state several times.
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    return torch.optim.Adam(params, lr=config.lr, fused=fused)
 
 
 def _check_param_store(module: torch.nn.Module) -> None:
@@ -502,7 +508,7 @@ def train(
     device = torch.device(config.device)
     pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
     module.to(device)
-    optimizer = _make_optimizer(module, config)
+    optimizer = make_optimizer(module, config)
     objective = _Objective(module, config)
     state, pending_rng = _State(), None
     if config.resume:
