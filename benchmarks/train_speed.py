@@ -36,6 +36,7 @@ from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
 from pyro_lnf.evaluate import evaluate  # noqa: E402
 from pyro_lnf.experiment import build_model  # noqa: E402
+from pyro_lnf.train import TrainConfig, make_optimizer  # noqa: E402
 
 AUTHORS_FPS_JSB = {"afaf": 378, "afscf": 384, "iafscf": 197, "lstm": 2724}
 
@@ -60,8 +61,34 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def machine_check(device: torch.device) -> str:
+    """Two probes of the machine's state right now, since shared machines vary from run to
+    run: a large float32 product (compute bound) and batch-5 products with three 2000 × 500
+    weights in turn (memory bound, like an LSTM stepped one time step at a time)."""
+
+    def best_of(fn, repeats: int) -> float:
+        fn()
+        sync(device)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    a = torch.randn(600, 500, device=device)
+    b = torch.randn(500, 2000, device=device)
+    gflops = 2 * 600 * 500 * 2000 / best_of(lambda: a @ b, 20) / 1e9
+    x = torch.randn(5, 500, device=device)
+    weights = [torch.randn(2000, 500, device=device) for _ in range(3)]
+    thin = best_of(lambda: [x @ w.T for _ in range(10) for w in weights], 10) / 30
+    return f"machine now: {gflops:.0f} GFLOP/s on a 600x500x2000 product, {1e6 * thin:.0f} us " \
+        "per 5x500x2000 product"
+
+
 def time_steps(module, batches, loss_fn, device, repeats: int) -> list[float]:
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    optimizer = make_optimizer(module, TrainConfig())  # what `lnf train` uses: Adam, lr 1e-3
     times = []
     for i in range(repeats + 2):  # two warm-up steps (lazy imports, allocator, oneDNN plans)
         batch = batches[i % len(batches)]
@@ -117,7 +144,8 @@ def main() -> None:
     repeats = 4 if args.quick else 12
     console = Console(width=150)
     console.print(
-        f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}"
+        f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}; "
+        + machine_check(device)
     )
 
     jsb = load_dataset("jsb_chorales", data_dir=args.data_dir)
