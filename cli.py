@@ -83,6 +83,11 @@ _DATA_DIR = click.option(
 @click.option("--batch-size", type=int, help="Training sequences per batch (preset per dataset).")
 @click.option("--eval-batch-size", type=int, help="Validation sequences per batch.")
 @click.option("--lr", type=float, help="Learning rate (preset: 1e-3).")
+@click.option(
+    "--min-lr",
+    type=float,
+    help="End the run when a plateau would drop the learning rate below this (default: never).",
+)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), help="Preset: adam.")
 @click.option("--particles", type=int, help="ELBO samples per sequence, vectorised.")
 @click.option("--grad-accum", type=int, help="Batches per optimizer step.")
@@ -123,8 +128,9 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
 
     summary = run_training(model, dataset, data_dir=data_dir, overrides=options)
     best = "n/a" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4f}"
+    ended = " (stopped early: the learning rate reached --min-lr)" if summary.stopped_early else ""
     click.echo(
-        f"done: {summary.epochs} epochs, {summary.steps} steps, {summary.wall_s:.0f} s; "
+        f"done: {summary.epochs} epochs{ended}, {summary.steps} steps, {summary.wall_s:.0f} s; "
         f"best valid -ELBO {best} nats/unit (epoch {summary.best_epoch}); {summary.out}"
     )
 

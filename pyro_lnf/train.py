@@ -110,6 +110,10 @@ class TrainConfig:
     :ivar kl_initial_zero: epochs at β = 1e-5 (:math:`i_0`).
     :ivar kl_rampup: epochs of the linear ramp to β = 1 (:math:`R`).
     :ivar patience: epochs without improvement before the LR drops by ``lr_decay``.
+    :ivar min_lr: end the run, instead of dropping the LR, when a drop would take it below
+        this (``None``: never; the authors train all ``epochs``, and their plateau rule keeps
+        dividing the rate towards zero). A resumed run with a lower ``min_lr`` (or none) takes
+        the drop it skipped and goes on.
     :ivar max_frames: cap on padded frames per batch (used by :func:`sequence_batches`).
     :ivar jit: compile the ELBO with ``JitTrace_ELBO`` (one compile per distinct batch shape).
     :ivar nll_every: IS NLL on validation every this many epochs (0: never), with
@@ -137,6 +141,7 @@ class TrainConfig:
     kl_rampup: int = 0
     patience: int = 1
     lr_decay: float = 4.0
+    min_lr: float | None = None
     max_frames: int | None = None
     jit: bool = False
     nll_every: int = 5
@@ -166,6 +171,8 @@ class TrainConfig:
             raise ConfigError(
                 f"lr_decay must be >= 1 (the LR is divided by it), got {self.lr_decay!r}"
             )
+        if self.min_lr is not None and not self.min_lr > 0:
+            raise ConfigError(f"min_lr must be positive or unset, got {self.min_lr!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive or unset, got {self.grad_clip!r}")
         if self.optimizer not in ("adam", "sgd"):
@@ -190,6 +197,7 @@ class TrainSummary:
     epochs: int
     steps: int
     lr: float
+    stopped_early: bool
     best_valid_loss: float | None
     best_epoch: int | None
     last_metrics: dict[str, Any]
@@ -378,6 +386,7 @@ class _State:
     best_valid: float | None = None
     best_epoch: int | None = None
     bad_epochs: int = 0
+    stopped_early: bool = False  # a plateau would have taken the LR below min_lr
     metrics_lines: int = 0
     wall_s: float = 0.0
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
@@ -458,17 +467,28 @@ def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, ep
 def _schedule(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
               loss: float, done: bool) -> bool:
     """Track the best validation loss; once annealing is done, divide the LR by ``lr_decay``
-    after ``patience`` epochs without improvement (Adam's moments kept). True if improved."""
+    after ``patience`` epochs without improvement (Adam's moments kept), or mark the run
+    stopped if that would take it below ``min_lr``. True if improved."""
     if state.best_valid is None or loss < state.best_valid:
         state.best_valid, state.best_epoch, state.bad_epochs = loss, epoch, 0
         return True
     if done:
         state.bad_epochs += 1
         if state.bad_epochs >= config.patience:
-            for group in optimizer.param_groups:
-                group["lr"] /= config.lr_decay
-            state.bad_epochs = 0
+            _drop_lr(state, optimizer, config)
     return False
+
+
+def _drop_lr(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
+    """Divide the LR by ``lr_decay``, or stop the run if that goes below ``min_lr``."""
+    lr = optimizer.param_groups[0]["lr"]
+    if config.min_lr is not None and lr / config.lr_decay < config.min_lr:
+        state.stopped_early = True
+        return
+    for group in optimizer.param_groups:
+        group["lr"] /= config.lr_decay
+    state.bad_epochs = 0
+    state.stopped_early = False
 
 
 def _progress(quiet: bool) -> Progress:
@@ -518,6 +538,8 @@ def train(
         module.load_state_dict(checkpoint["model"]["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         state = _State(**checkpoint["progress"])
+        if state.stopped_early:  # take the skipped drop if the min_lr given now allows it
+            _drop_lr(state, optimizer, config)
         pending_rng = checkpoint["rng"]
         _truncate_lines(out / METRICS, state.metrics_lines)
     else:
@@ -540,7 +562,7 @@ def train(
                         progress=dataclasses.asdict(state), train_config=config.to_dict())
 
     with _progress(config.quiet) as bar:
-        while state.epoch < config.epochs:
+        while state.epoch < config.epochs and not state.stopped_early:
             epoch = state.epoch
             # Restore the generators at the exact point they were saved: after building the
             # epoch's batches when resuming mid-epoch, before when at an epoch boundary.
@@ -610,6 +632,7 @@ def train(
                 record.update(_validate(module, valid, config, epoch, beta_valid, device))
                 improved = _schedule(state, optimizer, config, epoch,
                                      record["valid_loss_beta1"], done)
+            record["stopped_early"] = state.stopped_early
             record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
             record["wall_s"] = wall0 + time.perf_counter() - started
             state.epoch, state.batch = epoch + 1, 0
@@ -623,11 +646,17 @@ def train(
                 save(out / LAST)
             if not config.quiet:
                 bar.console.print(_describe(record))
+                if state.stopped_early:
+                    bar.console.print(
+                        f"stopping: no better validation loss for {config.patience} epoch(s) "
+                        f"and lr {lr:.3g} / {config.lr_decay:g} is below min_lr {config.min_lr:g}"
+                    )
 
     return TrainSummary(
         epochs=state.epoch,
         steps=state.step,
         lr=optimizer.param_groups[0]["lr"],
+        stopped_early=state.stopped_early,
         best_valid_loss=state.best_valid,
         best_epoch=state.best_epoch,
         last_metrics=record,

@@ -328,6 +328,36 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
     assert all(s["step"].item() == summary.steps == 10 for s in state.values())
 
 
+def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, monkeypatch):
+    # No annealing, patience 1: epoch 0 is the best, epoch 1 drops 0.04 -> 0.01, and epoch 2
+    # would drop to 0.0025 < min_lr, so the run ends after 3 of its 10 epochs, rate unchanged.
+    script = iter([5.0, 5.5, 5.6, 4.0, 3.9])
+
+    def scripted(module, batches, num_samples, **kwargs):
+        loss = next(script)
+        return {"reconstruction_nats_per_unit": loss, "kl_nats_per_unit": 0.0,
+                "elbo_loss_nats_per_unit": loss}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    data = batches(sequences(4), 4)
+    config = quiet(epochs=10, lr=0.04, patience=1, min_lr=0.005, out=str(tmp_path))
+    summary = train(Toy(), data, data, config)
+    rows = read_metrics(tmp_path)
+    assert summary.stopped_early and summary.epochs == 3 and len(rows) == 3
+    assert summary.lr == pytest.approx(0.01)
+    assert [r["stopped_early"] for r in rows] == [False, False, True]
+    # Resuming with the same min_lr has nothing to do.
+    again = train(Toy(), data, data, replace(config, resume=True))
+    assert again.stopped_early and again.epochs == 3 and len(read_metrics(tmp_path)) == 3
+    # A lower min_lr takes the skipped drop and trains on (epochs 3 and 4 improve).
+    on = train(Toy(), data, data, replace(config, resume=True, min_lr=1e-3, epochs=5))
+    rows = read_metrics(tmp_path)
+    assert not on.stopped_early and on.epochs == 5
+    assert [r["lr"] for r in rows] == pytest.approx([0.04, 0.04, 0.01, 0.0025, 0.0025])
+    with pytest.raises(ConfigError, match="min_lr"):
+        quiet(min_lr=0.0).validate()
+
+
 @pytest.mark.parametrize("crash_at", [(2, 3), (3, 0)], ids=["mid-epoch", "epoch-start"])
 def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, crash_at):
     # 4 batches an epoch, 2 per optimizer step, a checkpoint every step; annealing, dropout,
