@@ -16,26 +16,24 @@ input and only banks its pair. Pairs are tagged with the backward pass (graph ta
 them, so that a pass which stops short of the weight (``torch.autograd.grad`` with respect to
 the inputs only) leaves nothing behind for a later one. First-order gradients only.
 
+It pays for large weights only: the two custom autograd nodes cost tens of microseconds per
+step, more than the thin product they save for the small networks of the hidden flow (measured:
+banking those too made the IAF/SCF density loop about 5% slower), so only the time LSTM's
+weights are banked (:class:`~pyro_lnf.recurrence.LSTMStepper`).
+
 Example::
 
     bank = WeightBank(lstm.weight_hh_l0)
     for t in range(T):
         gates = bank(h) + ...        # h @ weight_hh_l0.T
-
-    with deferred_linear_gradients(hidden_flow):   # every nn.Linear inside, for the loop
-        for t in range(T):
-            ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["WeightBank", "deferred_linear_gradients"]
+__all__ = ["WeightBank"]
 
 
 class WeightBank:
@@ -95,22 +93,3 @@ class _BankedProduct(torch.autograd.Function):
         task = torch._C._current_graph_task_id()
         ctx.bank.pairs.append((task, x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])))
         return (grad @ weight if ctx.needs_input_grad[0] else None), None, None
-
-
-@contextmanager
-def deferred_linear_gradients(module: nn.Module) -> Iterator[None]:
-    """Inside the block, every ``nn.Linear`` in ``module`` multiplies through a
-    :class:`WeightBank` (its bias is still added per call): for loops over time that call small
-    networks once per step."""
-    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
-    for linear in linears:
-        bank = WeightBank(linear.weight)
-        bias = linear.bias
-        linear.forward = (lambda x, bank=bank: bank(x)) if bias is None else (
-            lambda x, bank=bank, bias=bias: bank(x) + bias
-        )
-    try:
-        yield
-    finally:
-        for linear in linears:
-            del linear.forward

@@ -6,12 +6,11 @@ give the same gradients, only formed in one product after the loop.
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from pyro_lnf.recurrence import LSTMStepper
-from pyro_lnf.weight_bank import WeightBank, deferred_linear_gradients
+from pyro_lnf.weight_bank import WeightBank
 
 F64 = torch.float64
 
@@ -89,30 +88,6 @@ def test_without_gradients_it_is_a_plain_product():
         out = bank(xs[0])
     assert not out.requires_grad and bank.pairs == []
     torch.testing.assert_close(out, xs[0] @ weight.T)
-
-
-def test_deferred_linear_gradients_match_and_restore_the_modules():
-    torch.manual_seed(2)
-    net = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 4, bias=False)).double()
-    x0 = torch.randn(3, 4, dtype=F64)
-
-    def run() -> list[torch.Tensor]:
-        x, total = x0, 0
-        for _ in range(4):
-            x = net(x)
-            total = total + x.pow(2).sum()
-        return torch.autograd.grad(total, list(net.parameters()))
-
-    plain = run()
-    with deferred_linear_gradients(net):
-        assert "forward" in vars(net[0])
-        banked = run()
-    for a, b in zip(plain, banked):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    assert "forward" not in vars(net[0]) and "forward" not in vars(net[2])
-    with pytest.raises(RuntimeError, match="boom"), deferred_linear_gradients(net):
-        raise RuntimeError("boom")
-    assert "forward" not in vars(net[0])
 
 
 def test_stepper_matches_nn_lstm_in_values_and_gradients():

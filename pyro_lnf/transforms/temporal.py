@@ -53,7 +53,6 @@ from torch.distributions import Transform, constraints
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.recurrence import LSTMStepper
 from pyro_lnf.recurrence import LSTMState as StepperState
-from pyro_lnf.weight_bank import deferred_linear_gradients
 
 __all__ = ["KINDS", "TemporalFlow", "TemporalFlowDistribution"]
 
@@ -269,24 +268,19 @@ class TemporalFlow(nn.Module):
         return self._to_noise(z, context)
 
     def _noise_sequential(self, z: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        """IAF in time: eps_t needs h_t, which needs eps_{<t}, so walk forward in t.
-
-        The hidden flow's and the LSTM's weights get their gradients once, after the loop
-        (:mod:`pyro_lnf.weight_bank`), not once per step.
-        """
+        """IAF in time: eps_t needs h_t, which needs eps_{<t}, so walk forward in t."""
         T = z.shape[1]
         stepper, h, state = self._stepper(features)
         eps, log_dets = [], []
         # unbind, not z[:, t]: each indexing's backward would write a zero tensor of z's size.
         steps = z.unbind(1)
-        with deferred_linear_gradients(self.hidden_flow):
-            for t in range(T):
-                eps_t, log_det = self._to_noise(steps[t], h)
-                eps.append(eps_t)
-                log_dets.append(log_det)
-                if t + 1 < T:
-                    out, state = stepper.step(t, eps_t, state)
-                    h = self.context_dropout(out)
+        for t in range(T):
+            eps_t, log_det = self._to_noise(steps[t], h)
+            eps.append(eps_t)
+            log_dets.append(log_det)
+            if t + 1 < T:
+                out, state = stepper.step(t, eps_t, state)
+                h = self.context_dropout(out)
         return torch.stack(eps, 1), torch.stack(log_dets, 1)
 
     def log_prob(self, z: Tensor, lengths: Tensor) -> Tensor:
