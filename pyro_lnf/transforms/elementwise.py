@@ -143,79 +143,33 @@ class NLSqMap:
         f = params[..., 4]
         return a, log_b, s, log_d, f
 
+    @staticmethod
+    def _evaluate(
+        x: Tensor, a: Tensor, log_b: Tensor, s: Tensor, log_d: Tensor, f: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(y, log dy/dx, dy/dx) at x."""
+        u = torch.exp(log_d) * x + f
+        one_plus_u2 = 1.0 + u * u
+        # c/(1+u²) = s·(b/d)/(1+u²); exp(log b - log d) avoids overflow of b and d separately.
+        y = a + torch.exp(log_b) * x + s * torch.exp(log_b - log_d) / one_plus_u2
+        # dy/dx = b·(1 - 2su/(1+u²)²) with 2|s u|/(1+u²)² <= 0.9675: log1p is accurate here.
+        log_slope_factor = torch.log1p(-2.0 * s * u / (one_plus_u2 * one_plus_u2))
+        log_dydx = log_b + log_slope_factor
+        return y, log_dydx, torch.exp(log_dydx)
+
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        return _NLSqForward.apply(x, params)
+        y, log_dydx, _ = self._evaluate(x, *self._unpack(params))
+        return y, log_dydx
 
     def inverse(self, y: Tensor, params: Tensor) -> Tensor:
         y64, params64 = y.double(), params.double()
+        a, log_b, s, log_d, f = self._unpack(params64)
         with torch.no_grad():
-            a, log_b, s, log_d, f = self._unpack(params64)
             w = (y64 - a) * torch.exp(log_d - log_b) + f
             t = _depressed_cubic_root(1.0 - w * w / 3.0, s - w * (2.0 / 3.0 + w * w * (2.0 / 27.0)))
             x0 = (t + w / 3.0 - f) * torch.exp(-log_d)
-        g, log_dgdx = _NLSqForward.apply(x0, params64)
-        return (x0 - (g - y64) / torch.exp(log_dgdx).detach()).to(y.dtype)
-
-
-class _NLSqForward(torch.autograd.Function):
-    r"""``(y, log dy/dx)`` of :class:`NLSqMap` in one node, with the gradient written out.
-
-    Recorded op by op, the map and its log-slope make about 30 autograd nodes, and every Python
-    scalar among them becomes a tensor of its own. In the loops over time of IAF-in-time
-    training the tensors are tiny, so that bookkeeping costs more than the arithmetic. With
-    :math:`u = dx + f`, :math:`q = 1 + u^2`, :math:`r = 2su/q^2` (so
-    :math:`\log y' = \log b + \log(1 - r)`) and upstream gradients :math:`\bar y, \bar\ell`:
-
-    .. math::
-
-        \bar u = -\frac{2 s b u}{d q^2}\,\bar y - \frac{2s(q - 4u^2)}{q^3(1 - r)}\,\bar\ell,
-        \quad \bar x = b\,\bar y + d\,\bar u,\quad \bar a = \bar y,\quad
-        \overline{\log b} = (y - a)\,\bar y + \bar\ell,\quad
-        \bar s = \frac{b}{d q}\,\bar y - \frac{2u}{q^2(1 - r)}\,\bar\ell,
-
-    :math:`\overline{\log d} = -\frac{s b}{d q}\,\bar y + d x\,\bar u`,
-    :math:`\bar f = \bar u`, then the chain rule through the raw parameterisation. The
-    gradient is first order only (no double backward); tests check it against finite
-    differences in float64.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
-        a, log_b, s, log_d, f = NLSqMap._unpack(params)
-        d = torch.exp(log_d)
-        u = d * x + f
-        q = 1.0 + u * u
-        # c/(1+u²) = s·(b/d)/(1+u²); exp(log b - log d) avoids overflow of b and d separately.
-        b_over_d = torch.exp(log_b - log_d)
-        bump = s * b_over_d / q
-        b = torch.exp(log_b)
-        y = a + b * x + bump
-        # dy/dx = b·(1 - r) with |r| <= 0.9675: log1p is accurate here.
-        r = 2.0 * s * u / (q * q)
-        log_dydx = log_b + torch.log1p(-r)
-        ctx.save_for_backward(x, params, u, q, r, b, d, b_over_d, bump)
-        return y, log_dydx
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_y: Tensor, grad_log: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        x, params, u, q, r, b, d, b_over_d, bump = ctx.saved_tensors
-        s = torch.tanh(0.3 * params[..., 2]) * _NLSQ_A
-        lift = grad_log / (1.0 - r)  # d log(1 - r) = -dr / (1 - r)
-        q2 = q * q
-        grad_u = -2.0 * s / q2 * (u * b_over_d * grad_y + (q - 4.0 * u * u) / q * lift)
-        grad_x = grad_params = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (b * grad_y + d * grad_u).sum_to_size(x.shape)
-        if ctx.needs_input_grad[1]:
-            grad_log_b = (b * x + bump) * grad_y + grad_log
-            grad_s = b_over_d / q * grad_y - 2.0 * u / q2 * lift
-            grad_log_d = d * x * grad_u - bump * grad_y
-            tanh_slope = 0.3 * (_NLSQ_A - s * s / _NLSQ_A)  # d s / d o_2 = 0.3·A·(1 - tanh²)
-            grad_params = torch.stack(
-                [grad_y, 0.4 * grad_log_b, tanh_slope * grad_s, 0.4 * grad_log_d, grad_u], -1
-            ).sum_to_size(params.shape)
-        return grad_x, grad_params
+        g, _, dgdx = self._evaluate(x0, a, log_b, s, log_d, f)
+        return (x0 - (g - y64) / dgdx.detach()).to(y.dtype)
 
 
 def _depressed_cubic_root(p: Tensor, q: Tensor) -> Tensor:
