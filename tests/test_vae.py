@@ -26,7 +26,7 @@ from pyro_lnf.datasets.batching import collate
 from pyro_lnf.distributions.vmf import VonMisesFisher, vmf_mean_resultant_length
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import importance_sample
-from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
+from pyro_lnf.models.vae import NVDM, LatentHead, SentenceVAE, perplexity
 from pyro_lnf.train import METRICS, TrainConfig, train
 
 f64 = torch.float64
@@ -208,7 +208,7 @@ def test_sentence_vae_elbo_matches_hand_computation(latent, decoder):
         loc = vae.head.loc(feats)
         d = loc.shape[-1]
         if latent == "gaussian":
-            scale = F.softplus(vae.head.scale(feats))
+            scale = F.softplus(vae.head.scale(feats)) + 1e-4
             z = torch.distributions.Normal(loc, scale).rsample()
             log_q = (-0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
             log_p = (-0.5 * z**2 - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -239,7 +239,7 @@ def test_nvdm_elbo_matches_hand_computation(latent):
         h = torch.tanh(lin2(torch.tanh(lin1(counts))))
         loc = nvdm.head.loc(h)
         if latent == "gaussian":
-            scale = F.softplus(nvdm.head.scale(h))
+            scale = F.softplus(nvdm.head.scale(h)) + 1e-4
             z = torch.distributions.Normal(loc, scale).rsample()
             kl = (
                 torch.distributions.Normal(loc, scale).log_prob(z)
@@ -264,6 +264,17 @@ def test_elbo_gradients_reach_every_parameter():
 
 # ----------------------------------------------------------------------------------------------
 # KL
+
+
+def test_gaussian_posterior_scale_has_a_floor():
+    """A very negative scale pre-activation underflows softplus to 0 in float32; the floor keeps
+    the posterior proper and log q finite."""
+    head = LatentHead(4, "gaussian", latent_dim=3, kappa=1.0)
+    with torch.no_grad():
+        head.scale.bias.fill_(-200.0)
+    q = head.posterior(torch.zeros(2, 4))
+    assert q.base_dist.scale.min().item() == pytest.approx(1e-4)
+    assert torch.isfinite(q.log_prob(q.rsample())).all()
 
 
 def test_gaussian_analytic_kl_is_the_closed_form():
@@ -315,7 +326,7 @@ def test_perplexity_has_the_known_answer_when_q_is_the_prior_and_x_ignores_z():
         for layer in (nvdm.head.loc, nvdm.head.scale, nvdm.output):
             layer.weight.zero_()
         nvdm.head.loc.bias.zero_()
-        nvdm.head.scale.bias.fill_(math.log(math.e - 1))  # softplus(b) = 1
+        nvdm.head.scale.bias.fill_(math.log(math.exp(1 - 1e-4) - 1))  # softplus(b) + 1e-4 = 1
         nvdm.output.bias.copy_(torch.linspace(-1.0, 2.0, 7, dtype=f64))
     log_p = nvdm.output.bias.detach().log_softmax(-1)
     nll = torch.stack([-log_p[doc].sum() for doc in DOCUMENTS])

@@ -8,6 +8,15 @@ from torch.nn.functional import softplus
 
 from pyro_lnf.models.features import BiLSTM, LengthFeatures, TiedEmbedding
 
+#: Floor of every Gaussian posterior scale: softplus underflows to exactly 0 in float32 below
+#: about -88, and a zero scale makes log q(z | x) infinite.
+MIN_SCALE = 1e-4
+
+
+def positive_scale(raw: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sigma = \operatorname{softplus}(\text{raw}) + 10^{-4}`, never zero."""
+    return softplus(raw) + MIN_SCALE
+
 
 class SequenceEncoder(nn.Module):
     r"""Mean-field Gaussian posterior :math:`q(z_{1:T} \mid x, T) = \prod_t \mathcal N(z_t;
@@ -42,4 +51,4 @@ class SequenceEncoder(nn.Module):
         num_steps = x.shape[1]
         inputs = torch.cat([self.embedding(x), self.length_features(lengths, num_steps)], -1)
         loc, raw_scale = self.out(self.rnn(inputs, lengths)).chunk(2, dim=-1)
-        return loc, softplus(raw_scale) + 1e-4
+        return loc, positive_scale(raw_scale)

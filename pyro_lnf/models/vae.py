@@ -3,7 +3,7 @@ r"""Gaussian and von Mises–Fisher VAEs for text (Xu & Durrett 2018), as Pyro m
 Two models share one latent head, which is either
 
 * ``"gaussian"``: :math:`q(z \mid x) = \mathcal N(\mu(x), \operatorname{diag}\sigma^2(x))`,
-  :math:`\sigma = \operatorname{softplus}(\cdot)`, prior :math:`\mathcal N(0, I)`; or
+  :math:`\sigma = \operatorname{softplus}(\cdot) + 10^{-4}`, prior :math:`\mathcal N(0, I)`; or
 * ``"vmf"``: :math:`q(z \mid x) = \mathrm{vMF}(\mu(x), \kappa)` with
   :math:`\mu = h / \lVert h \rVert` and a *fixed* concentration κ, prior uniform on
   :math:`S^{d-1}`. The KL is then a constant of :math:`(\kappa, d)`,
@@ -55,6 +55,7 @@ from pyro_lnf.checkpoint import register_model
 from pyro_lnf.distributions.vmf import HypersphericalUniform, VonMisesFisher
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating, importance_sample
+from pyro_lnf.models.encoder import positive_scale
 
 __all__ = [
     "DECODERS",
@@ -90,8 +91,9 @@ def _check_dropout(value: float) -> None:
 class LatentHead(nn.Module):
     r"""Maps encoder features to :math:`q(z \mid x)` and provides the matching prior :math:`p(z)`.
 
-    ``"gaussian"``: :math:`q = \mathcal N(W_\mu h + b_\mu, \operatorname{softplus}(W_\sigma h +
-    b_\sigma)^2)`, :math:`p = \mathcal N(0, I)`. ``"vmf"``: :math:`q = \mathrm{vMF}(\mu, \kappa)`
+    ``"gaussian"``: :math:`q = \mathcal N(W_\mu h + b_\mu, \sigma^2)` with
+    :math:`\sigma = \operatorname{softplus}(W_\sigma h + b_\sigma) + 10^{-4}` (the floor keeps
+    :math:`\log q` finite), :math:`p = \mathcal N(0, I)`. ``"vmf"``: :math:`q = \mathrm{vMF}(\mu, \kappa)`
     with :math:`\mu = \operatorname{normalize}(W h + b)` and κ fixed (Xu & Durrett 2018),
     :math:`p = U(S^{d-1})`. Both have event shape ``(d,)``.
 
@@ -129,7 +131,7 @@ class LatentHead(nn.Module):
         loc = self.loc(features)
         if self.scale is None:
             return VonMisesFisher(F.normalize(loc, dim=-1), self.kappa)
-        return dist.Normal(loc, F.softplus(self.scale(features))).to_event(1)
+        return dist.Normal(loc, positive_scale(self.scale(features))).to_event(1)
 
     def prior(self, batch_shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> dist.TorchDistribution:
         """:math:`p(z)` with ``batch_shape``, on the device and dtype of ``like``."""
