@@ -282,6 +282,9 @@ def plot(run_dir: str) -> None:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
+    from pyro_lnf.runtime import keep_freed_memory
+
+    keep_freed_memory()  # large activations reuse pages instead of faulting in fresh ones
     try:
         lnf.main(standalone_mode=False)
     except LnfError as err:
