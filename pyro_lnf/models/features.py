@@ -81,10 +81,13 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
     ``x`` is batch-first ``(B, T, ...)``. Applying it twice is the identity.
     """
-    t = torch.arange(x.shape[1], device=x.device)
+    num_seqs, num_steps = x.shape[:2]
+    t = torch.arange(num_steps, device=x.device)
     index = torch.where(t < lengths[:, None], lengths[:, None] - 1 - t, t)
-    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
-    return x.gather(1, index)
+    # Whole rows by flat index: index_select copies each step's features as one block, where
+    # gather with an expanded index addresses them element by element (3x slower here).
+    rows = index + num_steps * torch.arange(num_seqs, device=x.device)[:, None]
+    return x.flatten(0, 1).index_select(0, rows.flatten()).view_as(x)
 
 
 class BiLSTM(nn.Module):
