@@ -157,6 +157,13 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     help="Samples per pass; lower it if memory runs out.",
 )
 @click.option("--device", default="cpu", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="bf16: the latent-flow model's LSTMs in bfloat16 on CPU (faster; densities in fp32).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
@@ -177,7 +184,10 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     if as_json:
         click.echo(json.dumps(results))
         return
-    table = Table(title=f"{results['model']} on {results['dataset']} / {results['split']}")
+    title = f"{results['model']} on {results['dataset']} / {results['split']}"
+    if results.get("precision", "fp32") != "fp32":
+        title += f" ({results['precision']} LSTMs)"
+    table = Table(title=title)
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("meaning")

@@ -19,6 +19,7 @@ from pyro_lnf.evaluate import evaluate
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
+from pyro_lnf.precision import PRECISIONS, bulk_precision
 from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.sample import resolve_device
 from pyro_lnf.train import LAST, TrainConfig, TrainSummary, sequence_batches, train
@@ -157,15 +158,28 @@ def evaluate_checkpoint(
     chunk_size: int | None = 32,
     data_dir: str | None = None,
     device: str = "cpu",
+    precision: str = "fp32",
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Importance-sampled NLL and ELBO of a saved model on one split of its dataset."""
+    """Importance-sampled NLL and ELBO of a saved model on one split of its dataset.
+
+    ``precision="bf16"`` runs the latent-flow model's LSTMs and emission projection in
+    bfloat16 on CPU (:mod:`pyro_lnf.precision`); densities and weights stay in float32.
+    """
     device = resolve_device(device)
     if num_samples < 1 or batch_size < 1:
         raise ConfigError(
             f"--samples and --batch-size must be at least 1, got {num_samples}, {batch_size}"
         )
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "fp32" and device.type != "cpu":
+        raise ConfigError(f"--precision {precision} is for CPU evaluation; use fp32 on {device}")
     module = load_model(path, map_location=device)
+    if precision != "fp32" and not isinstance(module, LatentFlowModel):
+        raise ConfigError(
+            f"--precision {precision} applies to the latent-flow models, not {module.name!r}"
+        )
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
     tracked = _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet)
@@ -175,14 +189,16 @@ def evaluate_checkpoint(
         )
         results["analytic_kl_nats_per_sequence"] = _mean_analytic_kl(module, batches)
     else:
-        results = evaluate(
-            module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device
-        )
+        with bulk_precision(PRECISIONS[precision]):
+            results = evaluate(
+                module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device
+            )
     checkpoint = load_checkpoint(path, map_location="cpu")  # for its metadata
     results.update(
         dataset=dataset.name,
         split=split,
         model=checkpoint["model"]["name"],
         epochs_trained=checkpoint["progress"].get("epoch"),
+        precision=precision,
     )
     return results

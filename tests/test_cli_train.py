@@ -97,6 +97,17 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
     metrics = json.loads(result.stdout)
     assert metrics["sequences"] == 76 and metrics["units"] == 4602 + 76
     assert metrics["nll_nats_per_unit"] <= metrics["elbo_loss_nats_per_unit"] + 1e-6
+    reduced = lnf(
+        ["evaluate", str(out / "last.pt"), "--split", "valid", "--samples", "2",
+         "--batch-size", "76", "--precision", "bf16", "--json"],
+        data_dir,
+        repo,
+    )
+    assert reduced.returncode == 0, reduced.stderr
+    reduced_metrics = json.loads(reduced.stdout)
+    assert (metrics["precision"], reduced_metrics["precision"]) == ("fp32", "bf16")
+    shift = abs(reduced_metrics["nll_nats_per_unit"] - metrics["nll_nats_per_unit"])
+    assert shift < 1e-3 * metrics["nll_nats_per_unit"]  # ~58 nats per unit after one epoch
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from pyro_lnf.models.features import BiLSTM, LengthFeatures, TiedEmbedding
+from pyro_lnf.precision import bulk_autocast
 
 
 class Emission(nn.Module):
@@ -46,6 +47,8 @@ class Emission(nn.Module):
         flat_z = z.reshape(-1, num_steps, latent_dim)
         flat_lengths = lengths.expand(batch_shape).reshape(-1)
         inputs = torch.cat([flat_z, self.length_features(flat_lengths, num_steps)], -1)
-        states = self.rnn(inputs, flat_lengths)
-        logits = self.embedding.logits(self.project(torch.cat([flat_z, states], -1)))
+        with bulk_autocast(z.device):
+            states = self.rnn(inputs, flat_lengths)
+            hidden = self.project(torch.cat([flat_z, states], -1)).to(z.dtype)
+        logits = self.embedding.logits(hidden)
         return logits.reshape(*batch_shape, num_steps, -1)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.precision import bulk_autocast
 
 
 def check_sizes(dropout: float, **sizes: int) -> None:
@@ -114,8 +115,12 @@ class BiLSTM(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(B, T, 2 * hidden_size)``: forward and backward states at every step."""
-        for forward_lstm, backward_lstm in zip(self.forward_layers, self.backward_layers):
-            ahead, _ = forward_lstm(x)
-            behind, _ = backward_lstm(reverse_within_lengths(x, lengths))
-            x = torch.cat([ahead, reverse_within_lengths(behind, lengths)], -1)
-        return x
+        dtype = x.dtype
+        # Under bulk_precision the layers pass reduced-precision states to each other, and
+        # only the last layer's output is cast back.
+        with bulk_autocast(x.device):
+            for forward_lstm, backward_lstm in zip(self.forward_layers, self.backward_layers):
+                ahead, _ = forward_lstm(x)
+                behind, _ = backward_lstm(reverse_within_lengths(x, lengths))
+                x = torch.cat([ahead, reverse_within_lengths(behind, lengths)], -1)
+        return x.to(dtype)

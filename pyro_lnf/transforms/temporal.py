@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.precision import bulk_autocast
 from pyro_lnf.recurrence import LSTMStepper
 from pyro_lnf.recurrence import LSTMState as StepperState
 
@@ -230,7 +231,9 @@ class TemporalFlow(nn.Module):
             return h0.unsqueeze(1)
         # Teacher forcing: the output after reading u_t is the context of step t + 1, so the
         # last step's input is never needed.
-        out, _ = self.lstm(torch.cat([u[:, :-1], features[:, 1:T]], -1), state)
+        with bulk_autocast(u.device):
+            out, _ = self.lstm(torch.cat([u[:, :-1], features[:, 1:T]], -1), state)
+        out = out.to(u.dtype)
         return torch.cat([h0.unsqueeze(1), self.context_dropout(out)], 1)
 
     def _to_noise(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
