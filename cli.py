@@ -148,7 +148,13 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     show_default=True,
     help="Importance samples K per sequence.",
 )
-@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Sequences per batch (fewer is faster on CPU).",
+)
 @click.option(
     "--chunk-size",
     type=int,

@@ -154,7 +154,7 @@ def evaluate_checkpoint(
     *,
     split: str = "test",
     num_samples: int = 100,
-    batch_size: int = 16,
+    batch_size: int = 8,
     chunk_size: int | None = 32,
     data_dir: str | None = None,
     device: str = "cpu",
