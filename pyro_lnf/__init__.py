@@ -11,6 +11,8 @@ The public API, re-exported here:
 - data (:mod:`pyro_lnf.datasets`), training (:mod:`pyro_lnf.train`), evaluation
   (:mod:`pyro_lnf.evaluate`) and checkpoints (:mod:`pyro_lnf.checkpoint`). The functions
   ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
+- speed: reduced-precision evaluation (:mod:`pyro_lnf.precision`) and an allocator setting
+  for CPU runs (:mod:`pyro_lnf.runtime`);
 - sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
   of a sentence VAE (:mod:`pyro_lnf.sentences`).
 """
@@ -33,6 +35,8 @@ from pyro_lnf.errors import (
 )
 from pyro_lnf.evaluate import importance_log_likelihood
 from pyro_lnf.models import NVDM, LatentFlowModel, LSTMBaseline, SentenceVAE
+from pyro_lnf.precision import bulk_precision
+from pyro_lnf.runtime import keep_freed_memory
 from pyro_lnf.train import TrainConfig
 from pyro_lnf.transforms import *  # noqa: F403  (the flow library's own __all__)
 from pyro_lnf.transforms import __all__ as _transforms_all
@@ -61,8 +65,10 @@ __all__ = sorted(
         "TemporalFlowDistribution",
         "TrainConfig",
         "VonMisesFisher",
+        "bulk_precision",
         "importance_log_likelihood",
         "iterate_batches",
+        "keep_freed_memory",
         "load_checkpoint",
         "load_dataset",
         "load_model",
