@@ -170,6 +170,7 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     show_default=True,
     help="bf16: the latent-flow model's LSTMs in bfloat16 on CPU (faster; densities in fp32).",
 )
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the guide's draws.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:

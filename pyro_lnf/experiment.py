@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
+import pyro
 import torch
 from rich.progress import track
 
@@ -159,9 +160,13 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     device: str = "cpu",
     precision: str = "fp32",
+    seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Importance-sampled NLL and ELBO of a saved model on one split of its dataset.
+
+    The guide's draws are seeded with ``seed``, so a run repeats exactly (torch seeds its
+    default generator at random in each process).
 
     ``precision="bf16"`` runs the latent-flow model's LSTMs and emission projection in
     bfloat16 on CPU (:mod:`pyro_lnf.precision`); densities and weights stay in float32.
@@ -183,6 +188,7 @@ def evaluate_checkpoint(
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
     tracked = _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet)
+    pyro.set_rng_seed(seed)
     if isinstance(module, (SentenceVAE, NVDM)):
         results = perplexity(
             module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device
@@ -200,5 +206,6 @@ def evaluate_checkpoint(
         model=checkpoint["model"]["name"],
         epochs_trained=checkpoint["progress"].get("epoch"),
         precision=precision,
+        seed=seed,
     )
     return results
