@@ -186,7 +186,9 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     from pyro_lnf.evaluate import METRIC_LABELS
     from pyro_lnf.experiment import evaluate_checkpoint
     from pyro_lnf.models.vae import PERPLEXITY_LABELS
+    from pyro_lnf.runtime import keep_freed_memory
 
+    keep_freed_memory()  # K x B activations reuse pages instead of faulting in fresh ones
     results = evaluate_checkpoint(checkpoint, quiet=as_json, **options)
     if as_json:
         click.echo(json.dumps(results))
@@ -299,9 +301,6 @@ def plot(run_dir: str) -> None:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
-    from pyro_lnf.runtime import keep_freed_memory
-
-    keep_freed_memory()  # large activations reuse pages instead of faulting in fresh ones
     try:
         lnf.main(standalone_mode=False)
     except LnfError as err:

@@ -12,7 +12,8 @@ Meant for evaluation (``lnf evaluate --precision bf16``): ``bfloat16`` keeps 8 b
 mantissa, and its rounding shifts each sequence's :math:`\log \hat p(x)` slightly. How much,
 for a given checkpoint, ``python benchmarks/train_speed.py --nll-only --checkpoint PATH``
 measures on the same importance samples in both precisions; the README gives the figures for
-its JSB models. Training is not meant to run inside it.
+its JSB models. Training gains nothing from it: with oneDNN's bfloat16 LSTM backward an
+AF/AF step on JSB took 0.53 s against 0.39–0.47 s in float32 on that machine.
 
 Example::
 
