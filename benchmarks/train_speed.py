@@ -11,6 +11,7 @@ validation sequence. Compare with ../shared/reference/authors-code-speed.md (sam
     python benchmarks/train_speed.py --device cuda
     python benchmarks/train_speed.py --memory muse_data   # one step on the 4 longest pieces
     python benchmarks/train_speed.py --nll-only           # the IS NLL timing alone
+    python benchmarks/train_speed.py --nll-only --checkpoint runs/jsb-afaf/best.pt
     python benchmarks/train_speed.py --iaf-budget         # where IAF/SCF's step time goes
 """
 
@@ -32,10 +33,13 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pyro_lnf.checkpoint import load_model  # noqa: E402
 from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
-from pyro_lnf.evaluate import evaluate  # noqa: E402
+from pyro_lnf.evaluate import evaluate, importance_sample  # noqa: E402
 from pyro_lnf.experiment import build_model  # noqa: E402
+from pyro_lnf.precision import PRECISIONS, bulk_precision  # noqa: E402
+from pyro_lnf.runtime import keep_freed_memory  # noqa: E402
 from pyro_lnf.train import TrainConfig, make_optimizer  # noqa: E402
 
 AUTHORS_FPS_JSB = {"afaf": 378, "afscf": 384, "iafscf": 197, "lstm": 2724}
@@ -125,6 +129,11 @@ def main() -> None:
     )
     parser.add_argument("--nll-only", action="store_true", help="only: the IS NLL timing")
     parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="with --nll-only: time this trained JSB model, and its NLL's shift in bf16",
+    )
+    parser.add_argument(
         "--iaf-budget",
         action="store_true",
         help="only: IAF/SCF's sequential density loop against the time the 3x target leaves it",
@@ -136,7 +145,8 @@ def main() -> None:
         longest_batch_memory(args.memory, device, args.data_dir)
         return
     if args.nll_only:
-        importance_sampling_time(load_dataset("jsb_chorales", data_dir=args.data_dir), device)
+        jsb = load_dataset("jsb_chorales", data_dir=args.data_dir)
+        importance_sampling_time(jsb, device, args.checkpoint)
         return
     if args.iaf_budget:
         iaf_budget(load_dataset("jsb_chorales", data_dir=args.data_dir), device, args.quick)
@@ -229,29 +239,71 @@ def main() -> None:
     importance_sampling_time(jsb, device)
 
 
-def importance_sampling_time(jsb, device: torch.device) -> None:
+def importance_sampling_time(jsb, device: torch.device, checkpoint: str | None = None) -> None:
     """IS NLL with K = 30 over the WHOLE validation split (batches are sorted by length, so a
-    prefix of them would time only the shortest sequences), at ``lnf evaluate``'s default batch
-    of 16 sequences and at the JSB preset's validation batch of 64. Smaller batches are faster
-    per sequence on CPU: less padding, and a working set that stays in cache."""
+    prefix of them would time only the shortest sequences), in float32 and with the LSTMs in
+    bfloat16 (``lnf evaluate --precision bf16``), at ``lnf evaluate``'s default batch of 8
+    sequences and at the JSB preset's validation batch of 64. Smaller batches are faster per
+    sequence on CPU: less padding, and a working set that stays in cache.
+
+    With a checkpoint (a trained JSB latent-flow model) instead of an untrained AF/AF, it also
+    scores the same importance samples in both precisions, and reports the shift next to the
+    Monte Carlo spread between two seeds in float32."""
+    keep_freed_memory()  # as lnf evaluate does (so it is set for the rest of the process)
     torch.manual_seed(0)
     pyro.clear_param_store()
-    module = build_model("afaf", jsb).to(device).eval()
-    for batch_size, chunk_size, what in ((16, 32, "lnf evaluate's default batch"),
-                                         (64, 15, "the preset's validation batch")):
+    if checkpoint is None:
+        module, what = build_model("afaf", jsb).to(device).eval(), "untrained AF/AF"
+    else:
+        module, what = load_model(checkpoint, map_location=device), checkpoint
+    table = Table(title=f"IS NLL, K = 30, {what}, all JSB valid sequences")
+    for col in ("batch", "precision", "s per sequence", "authors", "peak MiB"):
+        table.add_column(col, justify="right")
+    precisions = ("fp32", "bf16") if device.type == "cpu" else ("fp32",)
+    for batch_size, chunk_size in ((8, 32), (64, 15)):
         valid = list(jsb.batches("valid", batch_size, shuffle=False, device=device))
-        evaluate(module, valid[:1], num_samples=2)  # warm-up
-        sync(device)
-        start = time.perf_counter()
-        evaluate(module, valid, num_samples=30, chunk_size=chunk_size)
-        sync(device)
-        sequences = sum(len(b) for b in valid)
-        per_seq = (time.perf_counter() - start) / sequences
-        print(
-            f"IS NLL, K = 30, AF/AF on all {sequences} JSB valid sequences in batches of "
-            f"{batch_size} ({what}): {per_seq:.3f} s per sequence (authors: 0.51 s); peak "
-            f"memory so far {peak_memory_mib(device):.0f} MiB"
-        )
+        for precision in precisions:
+            with bulk_precision(PRECISIONS[precision]):
+                evaluate(module, valid[:1], num_samples=2)  # warm-up
+                sync(device)
+                start = time.perf_counter()
+                evaluate(module, valid, num_samples=30, chunk_size=chunk_size)
+                sync(device)
+            per_seq = (time.perf_counter() - start) / sum(len(b) for b in valid)
+            table.add_row(str(batch_size), precision, f"{per_seq:.3f}", "0.51",
+                          f"{peak_memory_mib(device):.0f}")
+    Console(width=150).print(table)
+    if checkpoint is not None and "bf16" in precisions:
+        precision_shift(module, list(jsb.batches("valid", 8, shuffle=False, device=device)))
+
+
+def precision_shift(module, batches) -> None:
+    """NLL per frame of the same K = 30 draws in float32 and bfloat16, per sequence and over
+    the split, against float32 under another seed (the estimator's own noise)."""
+
+    def per_sequence(dtype, seed: int) -> torch.Tensor:
+        pyro.set_rng_seed(seed)
+        nll = []
+        with torch.no_grad(), bulk_precision(dtype):
+            for batch in batches:
+                est = importance_sample(module.model, module.guide, batch, 1.0, num_samples=30)
+                nll.append(-est.log_likelihood.double().cpu())
+        return torch.cat(nll)
+
+    def split(nll: torch.Tensor) -> float:
+        return float(nll.sum() / frames.sum())
+
+    frames = torch.cat([b.lengths.double().cpu() for b in batches])
+    full = per_sequence(None, 0)
+    reduced = per_sequence(torch.bfloat16, 0)
+    reseeded = per_sequence(None, 1)
+    print(
+        f"NLL per frame over the split: fp32 {split(full):.4f}, bf16 {split(reduced):.4f} "
+        f"(same draws), fp32 under another seed {split(reseeded):.4f}\n"
+        f"largest per-sequence shift (nats per frame): bf16 vs fp32 "
+        f"{float(((reduced - full) / frames).abs().max()):.5f}; another seed vs fp32 "
+        f"{float(((reseeded - full) / frames).abs().max()):.5f}"
+    )
 
 
 def _prior_and_lstm_times(module, batches, device, rounds: int) -> tuple[float, float]:
