@@ -2,9 +2,9 @@
 
 For each prior, on real batches: the median time of one training step (ELBO forward, backward,
 global-norm clipping, Adam), frames per second, peak memory, and the same ELBO written by hand
-in plain PyTorch (no Pyro), whose ratio is the Pyro overhead. Also: cost per frame against
-length (Nottingham batches up to T = 1788), and the importance-sampled NLL time per JSB
-validation sequence. Compare with ../shared/reference/authors-code-speed.md (same machine kind).
+in plain PyTorch (no Pyro), timed step for step beside it, whose ratio is the Pyro overhead.
+Also: cost per frame against length (Nottingham batches up to T = 1788), and the
+importance-sampled NLL time per JSB validation sequence. Compare with ../shared/reference/authors-code-speed.md (same machine kind).
 
     python benchmarks/train_speed.py                 # everything, CPU
     python benchmarks/train_speed.py --quick         # fewer repeats
@@ -92,20 +92,30 @@ def machine_check(device: torch.device) -> str:
 
 
 def time_steps(module, batches, loss_fn, device, repeats: int) -> list[float]:
+    """Seconds per training step (loss, backward, clipping, Adam) on ``repeats`` batches."""
+    return time_interleaved(module, batches, {"": loss_fn}, device, repeats)[""]
+
+
+def time_interleaved(module, batches, loss_fns: dict, device, repeats: int) -> dict:
+    """Like :func:`time_steps` for several losses at once, each step of one loss next to the
+    same batch's step of the others, in alternating order: a ratio of their times is then
+    free of the machine's drift, which separately timed loops are not."""
     optimizer = make_optimizer(module, TrainConfig())  # what `lnf train` uses: Adam, lr 1e-3
-    times = []
+    times = {name: [] for name in loss_fns}
     for i in range(repeats + 2):  # two warm-up steps (lazy imports, allocator, oneDNN plans)
         batch = batches[i % len(batches)]
-        sync(device)
-        start = time.perf_counter()
-        loss = loss_fn(batch) / (batch.lengths + 1).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 0.25)
-        optimizer.step()
-        sync(device)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
+        order = list(loss_fns) if i % 2 else list(reversed(loss_fns))
+        for name in order:
+            sync(device)
+            start = time.perf_counter()
+            loss = loss_fns[name](batch) / (batch.lengths + 1).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 0.25)
+            optimizer.step()
+            sync(device)
+            if i >= 2:
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -177,24 +187,19 @@ def main() -> None:
         pyro.clear_param_store()
         module = build_model(name, jsb).to(device).train()
         elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
-        pyro_times = time_steps(
-            module,
-            jsb_batches,
-            lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0),
-            device,
-            repeats,
-        )
+        losses = {"pyro": lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0)}
+        if name != "lstm":
+            losses["hand"] = lambda b: hand_loss(module, b)
+        times = time_interleaved(module, jsb_batches, losses, device, repeats)
+        pyro_times = times["pyro"]
         frames = [int(b.lengths.sum()) for b in jsb_batches]
         used = [frames[(i + 2) % len(frames)] for i in range(repeats)]
         fps = sum(used) / sum(pyro_times)
         hand = "-"
         overhead = "-"
         if name != "lstm":
-            hand_times = time_steps(
-                module, jsb_batches, lambda b: hand_loss(module, b), device, repeats
-            )
-            hand = f"{statistics.median(hand_times):.3f}"
-            overhead = f"{sum(pyro_times) / sum(hand_times):.2f}x"
+            hand = f"{statistics.median(times['hand']):.3f}"
+            overhead = f"{sum(pyro_times) / sum(times['hand']):.2f}x"
         table.add_row(
             name,
             f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}",

@@ -24,10 +24,10 @@ def keep_freed_memory() -> bool:
     zero, page by page. Importance sampling allocates activations of ``K × B`` sequences at
     every step, and on a virtual machine that page faulting can take longer than the
     arithmetic: copying a 117 MB tensor took 45 ms with fresh pages and 5 ms with reused ones
-    on the 2-core machine of ``benchmarks/``, and the JSB IS NLL went from 0.45 to 0.37 s per
-    sequence. With ``mmap`` off and trimming off, large blocks come from the heap and stay
-    there when freed. It is what ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`` in the
-    environment would do, set from inside the process, and it lasts until the process exits.
+    on the 2-core machine of ``benchmarks/``. With ``mmap`` off and trimming off, large
+    blocks come from the heap and stay there when freed. It is what
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>`` in the environment would do, set
+    from inside the process, and it lasts until the process exits.
 
     The cost is memory: freed blocks stay in the process, and a heap fragments. One AF/AF
     training step on the 4 longest MuseData pieces peaked at 5.9 GiB with it against 3.7
