@@ -4,7 +4,8 @@ For each prior, on real batches: the median time of one training step (ELBO forw
 global-norm clipping, Adam), frames per second, peak memory, and the same ELBO written by hand
 in plain PyTorch (no Pyro), timed step for step beside it, whose ratio is the Pyro overhead.
 Also: cost per frame against length (Nottingham batches up to T = 1788), and the
-importance-sampled NLL time per JSB validation sequence. Compare with ../shared/reference/authors-code-speed.md (same machine kind).
+importance-sampled NLL time per JSB validation sequence. Compare with
+../shared/reference/authors-code-speed.md (same machine kind).
 
     python benchmarks/train_speed.py                 # everything, CPU
     python benchmarks/train_speed.py --quick         # fewer repeats
