@@ -1,10 +1,15 @@
 """bulk_precision: the latent-flow model's LSTMs and projection in bfloat16, the rest in
 float32, and the importance-sampled NLL close to the float32 one on the same draws."""
 
+import os
+import subprocess
+import sys
+
 import pyro
 import pytest
 import torch
 
+from conftest import REPO
 from pyro_lnf.datasets import iterate_batches
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.errors import ConfigError
@@ -13,7 +18,13 @@ from pyro_lnf.experiment import evaluate_checkpoint
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.features import BiLSTM
 from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.precision import bulk_precision
+from pyro_lnf.precision import bf16_lstm_supported, bulk_precision
+
+#: The numerics of bf16 can only be checked where oneDNN runs a bfloat16 LSTM; elsewhere the
+#: refusal is what is tested (below, on every CPU).
+needs_bf16 = pytest.mark.skipif(
+    not bf16_lstm_supported(), reason="this CPU has no bfloat16 LSTM kernel (no AVX-512)"
+)
 
 SIZES = dict(
     latent_dim=4, hidden_size=32, embedding_dim=16, flow_layers=2, flow_hidden=(8, 8),
@@ -21,6 +32,7 @@ SIZES = dict(
 )
 
 
+@needs_bf16
 def test_bilstm_computes_in_bfloat16_and_returns_float32_only_inside_the_context():
     torch.manual_seed(0)
     rnn = BiLSTM(5, 16, num_layers=2)
@@ -34,6 +46,7 @@ def test_bilstm_computes_in_bfloat16_and_returns_float32_only_inside_the_context
     assert torch.equal(rnn(x, lengths), full)  # nothing left switched on after the block
 
 
+@needs_bf16
 @pytest.mark.parametrize("prior", ["afaf", "afscf", "iafscf"])
 def test_importance_sampled_nll_moves_little_in_bfloat16(prior):
     lengths = [9, 6, 8, 3]
@@ -75,6 +88,40 @@ def test_evaluate_checkpoint_refuses_bf16_where_it_would_do_nothing(tmp_path):
         evaluate_checkpoint(str(path), precision="fp16")
 
 
+def test_bf16_is_refused_in_one_line_where_the_cpu_lacks_it(monkeypatch):
+    monkeypatch.setattr("pyro_lnf.precision.bf16_lstm_supported", lambda: False)
+    with pytest.raises(ConfigError, match="bfloat16 LSTM kernel .* evaluate in fp32"):
+        with bulk_precision(torch.bfloat16):
+            pass
+    with bulk_precision(None):  # float32 is always there
+        pass
+
+
+def test_probe_finds_no_bf16_lstm_on_an_avx2_only_cpu(tmp_path, data_dir):
+    """Capping oneDNN at AVX2 makes any x86 CPU look like an AVX2-only EPYC, where the
+    bfloat16 LSTM fails: the probe must say so, and the CLI must refuse in one line."""
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    code = "from pyro_lnf.precision import bf16_lstm_supported as s; print(s())"
+    probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True, check=True)
+    assert probe.stdout.strip() == "False"
+    baseline = LatentFlowModel(
+        kind="binary", num_features=88, max_length=9, lengths=[3, 5], prior="afaf",
+        dataset="jsb_chorales", **SIZES,
+    )
+    path = save_checkpoint(tmp_path / "tiny.pt", module=baseline)
+    cli = [sys.executable, "-c", "import cli; cli.main()", "evaluate", str(path),
+           "--precision", "bf16", "--data-dir", str(data_dir)]
+    result = subprocess.run(cli, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                            text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "error: bf16 needs a CPU with a bfloat16 LSTM kernel (AVX-512: Zen 4, Cooper Lake or "
+        "later), which this one lacks; evaluate in fp32"
+    ]
+
+
+@needs_bf16
 def test_evaluate_checkpoint_repeats_exactly_under_its_seed(tmp_path, data_dir):
     torch.manual_seed(0)
     model = LatentFlowModel(
