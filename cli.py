@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from pyro_lnf.errors import LnfError
+from pyro_lnf.errors import LnfError, TrainingInterrupted
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +45,32 @@ def datasets(data_dir: str | None, fetch: str | None) -> None:
     console.print(table)
     if errors:
         raise DatasetError(f"{len(errors)} dataset(s) present but invalid; {errors[0]}")
+
+
+class CheckpointInterval(click.ParamType):
+    """``N`` optimizer steps or ``Nm`` minutes, as ``(N, "every")`` or ``(N, "minutes")``."""
+
+    name = "N|Nm"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip().lower()
+        try:
+            if text.endswith(("m", "min")):
+                minutes = float(text.rstrip("min"))
+                if not 0 < minutes <= 7 * 24 * 60:  # also refuses nan and inf
+                    raise ValueError
+                return minutes, "minutes"
+            steps = int(text)
+            if not 0 < steps <= 10**9:
+                raise ValueError
+            return steps, "every"
+        except ValueError:
+            self.fail(
+                f"{value!r} is neither a number of steps (1 to 10^9) nor of minutes "
+                "(e.g. 10m; at most a week)", param, ctx
+            )
 
 
 _DATA_DIR = click.option(
@@ -107,25 +133,41 @@ _DATA_DIR = click.option(
 @click.option("--kappa", type=float, help="Fixed vMF concentration (preset: Xu & Durrett's).")
 @click.option("--decoder", type=click.Choice(["standard", "inputless"]), help="svae decoder.")
 @click.option("--jit/--no-jit", default=None, help="Compile the ELBO with JitTrace_ELBO.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+@click.option("--seed", type=int, help="Seed of the initial weights and every draw (default 0).")
+@click.option("--device", help="cpu (default), cuda, cuda:1, ...")
 @click.option(
     "--out",
     type=click.Path(file_okay=False),
     required=True,
     help="Run directory: checkpoints (best.pt, last.pt) and metrics.jsonl.",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from last.pt.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=None,
+    help="Continue the run in --out from last.pt; options left out are the run's.",
+)
+@click.option(
+    "--checkpoint-every",
+    "checkpoint_every",
+    type=CheckpointInterval(),
+    help="Also write last.pt every N optimizer steps, or every N minutes with 'Nm' (e.g. 10m).",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_DATA_DIR
 def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     """Train a model with the papers' per-dataset preset; any option overrides it.
+
+    Ctrl-C or SIGTERM saves the exact position to last.pt and exits 130 / 143; --resume goes on.
 
     Examples: lnf train --model afaf --dataset jsb_chorales --out runs/jsb-afaf;
     lnf train --model nvdm --latent vmf --dataset 20news --out runs/nvdm-vmf
     """
     from pyro_lnf.experiment import run_training
 
+    every = options.pop("checkpoint_every")
+    if every is not None:
+        options["checkpoint_" + every[1]] = every[0]
     summary = run_training(model, dataset, data_dir=data_dir, overrides=options)
     best = "n/a" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4f}"
     ended = " (stopped early: the learning rate reached --min-lr)" if summary.stopped_early else ""
@@ -303,6 +345,9 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
         lnf.main(standalone_mode=False)
+    except TrainingInterrupted as err:
+        click.echo(f"stopped: {err}", err=True)
+        sys.exit(128 + err.signum)
     except LnfError as err:
         click.echo(f"error: {err}", err=True)
         sys.exit(1)

@@ -29,11 +29,13 @@ Models make themselves loadable by name with :func:`register_model`::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.metadata
 import os
 import random
-from collections.abc import Callable, Mapping
+import shutil
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,6 +50,7 @@ from pyro_lnf.io import atomic_write
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
+    "copy_checkpoint",
     "get_rng_state",
     "load_checkpoint",
     "load_model",
@@ -247,12 +250,42 @@ def save_checkpoint(
         "progress": dict(progress or {}),
         "train_config": dict(train_config or {}),
     }
-    try:
-        with atomic_write(path, "wb") as f:
-            torch.save(payload, f)
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from err
+    with _write_failures_reported(path), atomic_write(path, "wb") as f:
+        torch.save(payload, f)
     return path
+
+
+def copy_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Copy a checkpoint file atomically (``best.pt`` from the ``last.pt`` just written:
+    the same state, without serialising it twice)."""
+    target = Path(target)
+    with _write_failures_reported(target), atomic_write(target, "wb") as f, \
+            open(source, "rb") as src:
+        shutil.copyfileobj(src, f)
+    return target
+
+
+@contextlib.contextmanager
+def _write_failures_reported(path: Path) -> Iterator[None]:
+    """Turn any failure to write ``path`` into one :class:`CheckpointError` naming it.
+
+    torch's zip writer reports a full disk as a ``RuntimeError`` ("unexpected pos ..."), not
+    an ``OSError``; the reason is taken from the ``OSError`` behind it where there is one,
+    and the free space on the disk is added.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        # torch keeps the file's own OSError (ENOSPC, EIO, ...) as the context of its error.
+        cause = err if isinstance(err, OSError) else err.__context__
+        if isinstance(cause, OSError) and cause.strerror:
+            reason = cause.strerror
+        else:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[-1].strip()[:160]
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free / 2**20
+            reason += f"; {free:.0f} MiB free on its disk"
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from err
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:

@@ -29,3 +29,23 @@ class ChecksumError(DownloadError):
 
 class CheckpointError(LnfError):
     """A checkpoint that is missing, corrupt or incompatible."""
+
+
+class FolderLockedError(LnfError):
+    """A run folder that another live process holds (:class:`pyro_lnf.io.FolderLock`)."""
+
+
+class DivergenceError(LnfError):
+    """Training met a non-finite loss, gradient or distribution parameter and stopped; the
+    run folder keeps its last good checkpoint."""
+
+
+class TrainingInterrupted(LnfError):
+    """Training stopped on SIGINT or SIGTERM after saving its exact position.
+
+    :ivar signum: the signal; the command line exits with ``128 + signum`` (130, 143).
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum

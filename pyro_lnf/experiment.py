@@ -23,7 +23,9 @@ from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
 from pyro_lnf.precision import PRECISIONS, bulk_precision
 from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.sample import resolve_device
-from pyro_lnf.train import LAST, TrainConfig, TrainSummary, sequence_batches, train
+from pyro_lnf.train import (
+    LAST, TRAJECTORY_OPTIONS, TrainConfig, TrainSummary, sequence_batches, train,
+)
 
 #: Preset keys that configure the model rather than the training loop.
 MODEL_OPTIONS = (
@@ -117,17 +119,20 @@ def run_training(
 ) -> TrainSummary:
     """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
 
-    A resumed run rebuilds the model from its ``last.pt`` (the model options given now are not
-    used); the training options must match the run's, except ``epochs``, which may grow.
+    A resumed run (``overrides["resume"]``) takes its model, dataset and every option not
+    given from its ``last.pt``; an option given that would change the run (the model, the
+    dataset, a model option or one that changes the sequence of updates) is refused, naming
+    it. ``epochs``, ``min_lr``, the validation and checkpointing options and the device may
+    change.
     """
-    settings = preset(model, dataset_name)
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    model_opts, train_opts = split_settings(settings)
-    config = TrainConfig(**train_opts)
-    dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
-    if config.resume:
-        module = load_model(Path(config.out) / LAST, param_store=False)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if given.get("resume"):
+        module, config = _resumed(model, dataset_name, given)
+        dataset = load_dataset(module.config["dataset"], data_dir=data_dir, download=download)
     else:
+        model_opts, train_opts = split_settings({**preset(model, dataset_name), **given})
+        config = TrainConfig(**train_opts)
+        dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
         torch.manual_seed(config.seed)  # the initial weights are part of the run
         module = build_model(model, dataset, **model_opts)
     return train(
@@ -136,6 +141,42 @@ def run_training(
         dataset_batches(dataset, "valid", config, train=False),
         config,
     )
+
+
+def model_choice(checkpoint: dict[str, Any]) -> str:
+    """The ``--model`` name of a checkpoint's model (``afaf``, ..., ``lstm``, ``svae``)."""
+    info = checkpoint["model"]
+    return info["config"].get("prior", "?") if info["name"] == "lnf" else info["name"]
+
+
+def _resumed(model: str, dataset_name: str,
+             given: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+    """The model and options of the run in ``given["out"]``, with the options ``given``
+    that may change applied; anything else given must equal the run's."""
+    if given.get("out") is None:
+        raise ConfigError("--resume needs --out, the run directory that holds last.pt")
+    path = Path(given["out"]) / LAST
+    checkpoint = load_checkpoint(path)
+    saved_model, saved_train = checkpoint["model"]["config"], checkpoint["train_config"]
+    differ = []
+    if model != model_choice(checkpoint):
+        differ.append(f"--model {model_choice(checkpoint)} (given {model})")
+    if dataset_name != saved_model.get("dataset"):
+        differ.append(f"--dataset {saved_model.get('dataset')} (given {dataset_name})")
+    for key in MODEL_OPTIONS:
+        if key in given and given[key] != saved_model.get(key):
+            differ.append(f"--{key.replace('_', '-')} {saved_model.get(key)} (given {given[key]})")
+    for key in TRAJECTORY_OPTIONS:
+        if key in given and given[key] != saved_train.get(key):
+            differ.append(f"--{key.replace('_', '-')} {saved_train.get(key)} (given {given[key]})")
+    if differ:
+        raise ConfigError(
+            f"{path} is a run with {'; '.join(differ)}: --resume continues a run as it was "
+            "(leave these out, or train into another --out)"
+        )
+    settings = {k: v for k, v in saved_train.items() if k in _TRAIN_FIELDS}
+    settings.update({k: v for k, v in given.items() if k in _TRAIN_FIELDS})
+    return load_model(path, param_store=False), TrainConfig(**settings)
 
 
 @torch.no_grad()

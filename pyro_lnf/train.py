@@ -24,14 +24,27 @@ per-sequence per-token losses instead, which up-weights short sequences.
 ``patience`` epochs without a better validation −ELBO, only once annealing is done; Adam's
 moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
 restart of the bias correction and lets resume be exact). **Model selection** uses the
-validation −ELBO at β = 1, which is comparable across epochs even during annealing.
+validation −ELBO at β = 1 (below).
+
+**Model selection.** ``best.pt`` is the epoch with the lowest validation −ELBO at β = 1 *once
+annealing is done*: during annealing that figure rises as β grows (the model is trained to
+spend KL it is not yet charged for), so a short run's "best" would be its untrained first
+epoch. A run that ends before annealing does has no ``best.pt``.
 
 **Checkpoints and resume.** ``<out>/last.pt`` is written at the end of every epoch (and every
-``checkpoint_every`` optimizer steps), ``<out>/best.pt`` on every new best. Each epoch's batch
+``checkpoint_every`` optimizer steps or ``checkpoint_minutes`` minutes), then copied to
+``<out>/best.pt`` on every new best, so a resumable ``last.pt`` exists whatever write fails. Each epoch's batch
 order is a function of ``(seed, epoch)`` (:func:`epoch_seed`), so ``resume=True`` restarts from
 the exact batch, with the optimizer, learning rate, patience, best metrics and every random
 generator restored: an interrupted and resumed run ends with the same parameters as an
 uninterrupted one. One JSON object per epoch is appended to ``<out>/metrics.jsonl``.
+
+**Robustness.** The run folder is locked for the life of the run (:class:`~pyro_lnf.io.
+FolderLock`); a second trainer is refused. SIGINT and SIGTERM save the exact position to
+``last.pt`` at the next optimizer step (or between validation batches) and raise
+:class:`~pyro_lnf.errors.TrainingInterrupted`. A non-finite loss or gradient norm, or a
+distribution parameter Pyro finds invalid, raises :class:`~pyro_lnf.errors.DivergenceError`
+before the optimizer applies anything, leaving the last good checkpoint in place.
 
 Example::
 
@@ -42,9 +55,11 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +73,13 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pyro_lnf.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from pyro_lnf.errors import CheckpointError, ConfigError
+from pyro_lnf.checkpoint import (
+    copy_checkpoint, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
+)
+from pyro_lnf.errors import CheckpointError, ConfigError, DivergenceError, TrainingInterrupted
 from pyro_lnf.evaluate import evaluate
-from pyro_lnf.io import atomic_write
+from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
+from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
 
 __all__ = [
     "BEST",
@@ -88,7 +106,7 @@ BatchSource = Callable[[int], Iterable[Any]] | Iterable[Any]
 # Options that change the sequence of updates: a resumed run must use the checkpoint's values.
 # The learning rate is among them: the optimiser state (with any plateau decay) is restored, so a
 # new --lr would otherwise be silently ignored.
-_TRAJECTORY = (
+TRAJECTORY_OPTIONS = (
     "seed", "batch_size", "lr", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
     "kl_rampup", "optimizer", "max_frames",
 )
@@ -120,6 +138,8 @@ class TrainConfig:
         ``nll_samples`` samples per sequence.
     :ivar checkpoint_every: also write ``last.pt`` every this many optimizer steps (0: only
         at the end of each epoch).
+    :ivar checkpoint_minutes: also write ``last.pt`` at the first optimizer step this many
+        minutes after the previous write (0: never).
     :ivar out: run directory (``None``: write nothing).
     :ivar resume: continue the run in ``out/last.pt``; options that change the sequence of
         updates (seed, batch size, learning rate, particles, accumulation, clipping, KL
@@ -148,46 +168,71 @@ class TrainConfig:
     nll_samples: int = 30
     optimizer: str = "adam"
     checkpoint_every: int = 0
+    checkpoint_minutes: float = 0.0
     resume: bool = False
     quiet: bool = False
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first invalid option."""
-        at_least = {
-            "epochs": 0, "batch_size": 1, "particles": 1, "grad_accum": 1, "kl_initial_zero": 0,
-            "kl_rampup": 0, "patience": 1, "nll_every": 0, "nll_samples": 1, "checkpoint_every": 0,
-        }
-        for name, low in at_least.items():
+        """Raise :class:`ConfigError` naming the first invalid option and its bounds.
+
+        The upper bounds are far beyond any sensible run; they exist so that a typo (an extra
+        few zeros) fails here in one line instead of in an allocation minutes later.
+        """
+        for name, (low, high, optional) in _INT_BOUNDS.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name in ("eval_batch_size", "max_frames"):
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                unset = " or unset" if optional else ""
+                raise ConfigError(
+                    f"{name} must be an integer from {low} to {high}{unset}, got {value!r}"
+                )
+        for name, (low, high, optional) in _FLOAT_BOUNDS.items():
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ConfigError(f"{name} must be a positive integer or unset, got {value!r}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, got {self.lr!r}")
-        if not self.lr_decay >= 1:
-            raise ConfigError(
-                f"lr_decay must be >= 1 (the LR is divided by it), got {self.lr_decay!r}"
-            )
-        if self.min_lr is not None and not self.min_lr > 0:
-            raise ConfigError(f"min_lr must be positive or unset, got {self.min_lr!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip must be positive or unset, got {self.grad_clip!r}")
+            if value is None and optional:
+                continue
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                unset = " or unset" if optional else ""
+                raise ConfigError(f"{name} must be from {low:g} to {high:g}{unset}, got {value!r}")
+        for name in ("lr", "min_lr", "grad_clip"):  # bounded above, but must not be 0
+            if getattr(self, name) == 0:
+                raise ConfigError(f"{name} must be positive, got 0")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError as err:
-            raise ConfigError(f"device {self.device!r} is not a torch device: {err}") from err
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {self.device!r} requested but CUDA is not available")
+        from pyro_lnf.sample import resolve_device
+
+        resolve_device(self.device)
         if self.resume and self.out is None:
             raise ConfigError("resume needs the run directory (out) that holds last.pt")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+#: ``name: (lowest, highest, may be None)`` for the integer options of :class:`TrainConfig`.
+_INT_BOUNDS: dict[str, tuple[int, int, bool]] = {
+    "epochs": (0, 100_000, False),
+    "batch_size": (1, 100_000, False),
+    "eval_batch_size": (1, 100_000, True),
+    "particles": (1, 10_000, False),
+    "grad_accum": (1, 10_000, False),
+    "kl_initial_zero": (0, 100_000, False),
+    "kl_rampup": (0, 100_000, False),
+    "patience": (1, 100_000, False),
+    "max_frames": (1, 100_000_000, True),
+    "nll_every": (0, 100_000, False),
+    "nll_samples": (1, 100_000, False),
+    "checkpoint_every": (0, 1_000_000_000, False),
+    "seed": (0, 2**63 - 1, False),
+}
+#: The same for the real-valued options (``nan`` and ``inf`` fail every bound).
+_FLOAT_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "lr": (0.0, 1e3, False),
+    "min_lr": (0.0, 1e3, True),
+    "lr_decay": (1.0, 1e6, False),
+    "grad_clip": (0.0, 1e9, True),
+    "checkpoint_minutes": (0.0, 7 * 24 * 60.0, False),
+}
 
 
 @dataclass
@@ -423,15 +468,28 @@ def _check_param_store(module: torch.nn.Module) -> None:
 
 def _check_resumable(checkpoint: dict[str, Any], module: torch.nn.Module, config: TrainConfig,
                      path: Path) -> None:
+    """Refuse to continue a run with another model, dataset, model option or trajectory
+    option, naming what differs (the dataset, the prior and the sizes are in the config)."""
     saved = checkpoint["model"]
     here = f"{type(module).__module__}.{type(module).__qualname__}"
-    if saved["class"] != here or saved["config"] != dict(getattr(module, "config", {})):
+    if saved["class"] != here:
         raise CheckpointError(
-            f"checkpoint {path} holds a {saved['class']} with config {saved['config']}, not this "
-            f"model; resume with the same model options or choose another output directory"
+            f"checkpoint {path} holds a {saved['class'].rsplit('.', 1)[-1]}, not a "
+            f"{type(module).__qualname__}; resume with the run's --model or choose another "
+            "output directory"
+        )
+    ours = dict(getattr(module, "config", {}))
+    differ = [f"{k}={saved['config'].get(k)!r} (given {ours.get(k)!r})"
+              for k in sorted(set(ours) | set(saved["config"]))
+              if saved["config"].get(k) != ours.get(k)]
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with {', '.join(differ)}; resume with the run's "
+            "dataset and model options or choose another output directory"
         )
     old = checkpoint["train_config"]
-    changed = [f"{k}={old.get(k)!r}" for k in _TRAJECTORY if old.get(k) != getattr(config, k)]
+    changed = [f"{k}={old.get(k)!r}" for k in TRAJECTORY_OPTIONS
+               if old.get(k) != getattr(config, k)]
     if changed:
         raise ConfigError(
             f"checkpoint {path} was trained with {', '.join(changed)}; resume with the same "
@@ -466,16 +524,21 @@ def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, ep
 
 def _schedule(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
               loss: float, done: bool) -> bool:
-    """Track the best validation loss; once annealing is done, divide the LR by ``lr_decay``
-    after ``patience`` epochs without improvement (Adam's moments kept), or mark the run
-    stopped if that would take it below ``min_lr``. True if improved."""
+    """Once annealing is done, track the best validation loss and divide the LR by
+    ``lr_decay`` after ``patience`` epochs without improvement (Adam's moments kept), or mark
+    the run stopped if that would take it below ``min_lr``. True if improved.
+
+    Before that nothing is tracked: the β = 1 loss rises while β ramps up, so an annealing
+    epoch is no candidate for ``best.pt`` and no baseline for the plateau rule.
+    """
+    if not done:
+        return False
     if state.best_valid is None or loss < state.best_valid:
         state.best_valid, state.best_epoch, state.bad_epochs = loss, epoch, 0
         return True
-    if done:
-        state.bad_epochs += 1
-        if state.bad_epochs >= config.patience:
-            _drop_lr(state, optimizer, config)
+    state.bad_epochs += 1
+    if state.bad_epochs >= config.patience:
+        _drop_lr(state, optimizer, config)
     return False
 
 
@@ -506,6 +569,242 @@ def _progress(quiet: bool) -> Progress:
     )
 
 
+#: Pyro's message when a distribution gets a parameter outside its constraint (a NaN or an
+#: infinity, in a run that has diverged): ``Expected parameter loc (Tensor of shape ...``.
+_INVALID_PARAMETER = re.compile(r"Expected parameter (\w+)")
+
+
+class _Diverged(Exception):
+    """What went non-finite in a step; :func:`train` turns it into a DivergenceError."""
+
+
+def _step_loss(objective: _Objective, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
+    """The batch's loss, with a non-finite value or an invalid distribution parameter raised
+    as :class:`_Diverged` (Pyro would raise a ValueError with the whole trace)."""
+    try:
+        loss, kl = objective(batch, beta)
+    except ValueError as err:
+        found = _INVALID_PARAMETER.search(str(err))
+        if found is None:
+            raise
+        raise _Diverged(f"the {found.group(1)} of a distribution was invalid (nan or inf)") from err
+    if not torch.isfinite(loss):
+        raise _Diverged(f"the loss was {loss.item()}")
+    return loss, kl
+
+
+def _clip(module: torch.nn.Module, config: TrainConfig) -> None:
+    """Clip the gradients to ``grad_clip`` in global norm; raise :class:`_Diverged` if that
+    norm is not finite (before the optimizer could apply it)."""
+    if config.grad_clip is not None:
+        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
+    else:
+        norm = torch.nn.utils.get_total_norm(
+            [p.grad for p in module.parameters() if p.grad is not None]
+        )
+    if not torch.isfinite(norm):
+        raise _Diverged(f"the gradient norm was {norm.item()}")
+
+
+class _Run:
+    """One training run's moving parts, so :func:`train` reads as its phases: start or
+    resume, then per epoch the batches, validation and the epoch's end."""
+
+    def __init__(self, module: torch.nn.Module, config: TrainConfig, stop: StopRequest) -> None:
+        self.module, self.config, self.stop = module, config, stop
+        self.out = Path(config.out) if config.out is not None else None
+        self.device = torch.device(config.device)
+        self.optimizer = make_optimizer(module, config)
+        self.objective = _Objective(module, config)
+        self.state = _State()
+        self.pending_rng: dict[str, Any] | None = None
+        self.started = time.perf_counter()
+        self.wall0 = 0.0
+        self.last_saved = time.perf_counter()
+        self.checked_store = False
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume from ``last.pt`` or start afresh, after clearing stale temporaries."""
+        out, config = self.out, self.config
+        if out is not None:
+            remove_stale_temporaries(out)
+        if config.resume:
+            path = out / LAST
+            checkpoint = load_checkpoint(path, map_location=self.device)
+            _check_resumable(checkpoint, self.module, config, path)
+            self.module.load_state_dict(checkpoint["model"]["state_dict"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            self.state = _State(**checkpoint["progress"])
+            if self.state.stopped_early:  # take the skipped drop if the min_lr given now allows
+                _drop_lr(self.state, self.optimizer, config)
+            self.pending_rng = checkpoint["rng"]
+            _truncate_lines(out / METRICS, self.state.metrics_lines)
+        else:
+            if out is not None and (out / LAST).exists():
+                raise ConfigError(
+                    f"{out} already holds a run ({LAST}); resume it or choose another output "
+                    "directory"
+                )
+            pyro.set_rng_seed(config.seed)
+            if out is not None:
+                _truncate_lines(out / METRICS, 0)
+        self.wall0 = self.state.wall_s
+
+    def restore_rng(self, after_batches: bool) -> None:
+        """Restore the generators at the point they were saved: after building the epoch's
+        batches when resuming mid-epoch, before when at an epoch boundary."""
+        if self.pending_rng is not None and (after_batches or self.state.batch == 0):
+            set_rng_state(self.pending_rng)
+            self.pending_rng = None
+
+    # -- saving --------------------------------------------------------------------------
+
+    def save_last(self, rng: dict[str, Any] | None = None) -> None:
+        self.state.wall_s = self.wall0 + time.perf_counter() - self.started
+        save_checkpoint(self.out / LAST, module=self.module, optimizer=self.optimizer,
+                        progress=dataclasses.asdict(self.state),
+                        train_config=self.config.to_dict(), rng=rng)
+        self.last_saved = time.perf_counter()
+
+    def checkpoint_due(self, n: int) -> bool:
+        """Whether ``--checkpoint-every`` asks for a ``last.pt`` after this optimizer step
+        (not at an epoch's last batch: the epoch's end writes one anyway)."""
+        config, state = self.config, self.state
+        if self.out is None or state.batch >= n:
+            return False
+        by_steps = config.checkpoint_every and state.step % config.checkpoint_every == 0
+        by_time = (config.checkpoint_minutes
+                   and time.perf_counter() - self.last_saved >= 60 * config.checkpoint_minutes)
+        return bool(by_steps or by_time)
+
+    def interrupted(self, n: int, rng: dict[str, Any] | None = None) -> TrainingInterrupted:
+        """Save the exact position (with ``rng``, the generators as they were there) and
+        describe the stop."""
+        state, where = self.state, f"epoch {self.state.epoch}, batch {self.state.batch}/{n}"
+        if self.out is None:
+            return TrainingInterrupted(
+                f"interrupted by {self.stop.name} at {where}; nothing saved (no output directory)",
+                self.stop.signum,
+            )
+        self.save_last(rng)
+        return TrainingInterrupted(
+            f"interrupted by {self.stop.name} at {where} (step {state.step}): saved "
+            f"{self.out / LAST}; continue with --resume", self.stop.signum,
+        )
+
+    def diverged(self, what: str, n: int) -> DivergenceError:
+        state = self.state
+        kept = (f"{self.out / LAST} keeps the last good state" if self.out is not None
+                and (self.out / LAST).exists() else "no checkpoint was written yet")
+        return DivergenceError(
+            f"training diverged at step {state.step + 1} (epoch {state.epoch}, batch "
+            f"{state.batch + 1}/{n}): {what}; {kept}; try a lower --lr (see the README, "
+            "'When training diverges')"
+        )
+
+    # -- one epoch -----------------------------------------------------------------------
+
+    def train_epoch(self, batches: list[Any], bar: Progress) -> None:
+        """The epoch's remaining batches, from ``state.batch``; stops (with a save) at the
+        first optimizer step after a signal."""
+        module, config, state, optimizer = self.module, self.config, self.state, self.optimizer
+        epoch, n = state.epoch, len(batches)
+        i0, ramp = config.kl_initial_zero, config.kl_rampup
+        task = bar.add_task("train", total=n, completed=state.batch, epoch=epoch, loss=math.nan,
+                            kl="-", beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
+        module.train()
+        sums = state.sums
+        cycle_units = None
+        for j in range(state.batch, n):
+            tick = time.perf_counter()
+            batch = batches[j].to(self.device)
+            beta, _ = kl_schedule(epoch, j / n, i0, ramp)
+            if j % config.grad_accum == 0:
+                optimizer.zero_grad(set_to_none=True)
+            if j % config.grad_accum == 0 or cycle_units is None:
+                # Divide by the whole accumulation cycle's units, so every unit weighs the
+                # same however the cycle's batches differ in length.
+                start = j - j % config.grad_accum
+                cycle_units = sum(float(module.normalizer(b).sum())
+                                  for b in batches[start:start + config.grad_accum])
+            units = module.normalizer(batch).sum()
+            try:
+                loss, kl = _step_loss(self.objective, batch, beta)
+                if not self.checked_store:
+                    _check_param_store(module)
+                    self.checked_store = True
+                (loss / cycle_units).backward()
+                at_step_end = (j + 1) % config.grad_accum == 0
+                if at_step_end:
+                    _clip(module, config)
+            except _Diverged as err:
+                raise self.diverged(str(err), n) from None
+            state.batch = j + 1
+            if at_step_end:
+                optimizer.step()
+                state.step += 1
+            sums["loss"] += loss.item()
+            sums["kl"] += math.nan if kl is None else kl
+            sums["units"] += units.item()
+            sums["frames"] += batch.lengths.sum().item()
+            sums["train_s"] += time.perf_counter() - tick
+            bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
+                       kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
+                       fps=sums["frames"] / max(sums["train_s"], 1e-9))
+            if at_step_end and self.stop.signum is not None and state.batch < n:
+                raise self.interrupted(n)
+            if at_step_end and self.checkpoint_due(n):
+                self.save_last()
+        bar.remove_task(task)
+
+    def end_epoch(self, valid: list[Any], n: int, bar: Progress) -> dict[str, Any]:
+        """Validate, update the schedule, append the metrics line, write ``last.pt`` (then
+        ``best.pt`` on a new best) and move to the next epoch."""
+        config, state, optimizer = self.config, self.state, self.optimizer
+        epoch, sums = state.epoch, state.sums
+        beta_valid, done = kl_schedule(epoch, 1.0, config.kl_initial_zero, config.kl_rampup)
+        lr = optimizer.param_groups[0]["lr"]
+        record = {
+            "epoch": epoch, "step": state.step, "beta": beta_valid, "lr": lr, "anneal_done": done,
+            "train_loss": sums["loss"] / sums["units"] if sums["units"] else None,
+            "train_kl": (sums["kl"] / sums["units"]
+                         if sums["units"] and not math.isnan(sums["kl"]) else None),
+        }
+        improved = False
+        if valid:
+            # Validation draws from the generators: a stop inside it is saved with them as
+            # they were before it, so the resumed run validates with the same draws.
+            rng = get_rng_state()
+            try:
+                record.update(_validate(self.module, self.stop.checked(valid), config, epoch,
+                                        beta_valid, self.device))
+            except StopRequested:
+                raise self.interrupted(n, rng) from None
+            improved = _schedule(state, optimizer, config, epoch, record["valid_loss_beta1"], done)
+        record["stopped_early"] = state.stopped_early
+        record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
+        record["wall_s"] = self.wall0 + time.perf_counter() - self.started
+        state.epoch, state.batch = epoch + 1, 0
+        state.sums = dict.fromkeys(_SUMS, 0.0)
+        if self.out is not None:
+            with open(self.out / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            state.metrics_lines += 1
+            self.save_last()  # first: whatever fails next, a resumable state is on disk
+            if improved:
+                copy_checkpoint(self.out / LAST, self.out / BEST)
+        if not config.quiet:
+            bar.console.print(_describe(record))
+            if state.stopped_early:
+                bar.console.print(
+                    f"stopping: no better validation loss for {config.patience} epoch(s) "
+                    f"and lr {lr:.3g} / {config.lr_decay:g} is below min_lr {config.min_lr:g}"
+                )
+        return record
+
+
 def train(
     module: torch.nn.Module,
     train_batches: BatchSource,
@@ -521,147 +820,41 @@ def train(
     :param config: the options; ``config.out`` receives checkpoints and metrics.
     :returns: the run's :class:`TrainSummary`.
     :raises ConfigError: invalid options, or options that differ from the resumed run's.
-    :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``.
+    :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``, or a
+        checkpoint that cannot be written.
+    :raises FolderLockedError: another process is training in ``config.out``.
+    :raises DivergenceError: a non-finite loss, gradient or distribution parameter.
+    :raises TrainingInterrupted: SIGINT or SIGTERM (after saving ``last.pt``).
     """
     config.validate()
-    out = Path(config.out) if config.out is not None else None
-    device = torch.device(config.device)
-    pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
-    module.to(device)
-    optimizer = make_optimizer(module, config)
-    objective = _Objective(module, config)
-    state, pending_rng = _State(), None
-    if config.resume:
-        path = out / LAST
-        checkpoint = load_checkpoint(path, map_location=device)
-        _check_resumable(checkpoint, module, config, path)
-        module.load_state_dict(checkpoint["model"]["state_dict"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        state = _State(**checkpoint["progress"])
-        if state.stopped_early:  # take the skipped drop if the min_lr given now allows it
-            _drop_lr(state, optimizer, config)
-        pending_rng = checkpoint["rng"]
-        _truncate_lines(out / METRICS, state.metrics_lines)
-    else:
-        if out is not None and (out / LAST).exists():
-            raise ConfigError(
-                f"{out} already holds a run ({LAST}); resume it or choose another output directory"
-            )
-        pyro.set_rng_seed(config.seed)
-        if out is not None:
-            _truncate_lines(out / METRICS, 0)
-    valid = _batches(valid_batches, 0) if valid_batches is not None else []
-    i0, ramp = config.kl_initial_zero, config.kl_rampup
-    checked_store = False
-    started, wall0 = time.perf_counter(), state.wall_s
-    record: dict[str, Any] = {}
-
-    def save(path: Path) -> None:
-        state.wall_s = wall0 + time.perf_counter() - started
-        save_checkpoint(path, module=module, optimizer=optimizer,
-                        progress=dataclasses.asdict(state), train_config=config.to_dict())
-
-    with _progress(config.quiet) as bar:
-        while state.epoch < config.epochs and not state.stopped_early:
-            epoch = state.epoch
-            # Restore the generators at the exact point they were saved: after building the
-            # epoch's batches when resuming mid-epoch, before when at an epoch boundary.
-            if pending_rng is not None and state.batch == 0:
-                set_rng_state(pending_rng)
-                pending_rng = None
-            batches = _batches(train_batches, epoch)
-            if pending_rng is not None:
-                set_rng_state(pending_rng)
-                pending_rng = None
-            n = len(batches)
-            task = bar.add_task("train", total=n, completed=state.batch, epoch=epoch,
-                                loss=math.nan, kl="-", beta=kl_schedule(epoch, 0.0, i0, ramp)[0],
-                                fps=0.0)
-            module.train()
-            sums = state.sums
-            cycle_units = None
-            for j in range(state.batch, n):
-                tick = time.perf_counter()
-                batch = batches[j].to(device)
-                beta, _ = kl_schedule(epoch, j / n, i0, ramp)
-                if j % config.grad_accum == 0:
-                    optimizer.zero_grad(set_to_none=True)
-                if j % config.grad_accum == 0 or cycle_units is None:
-                    # Divide by the whole accumulation cycle's units, so every unit weighs the
-                    # same however the cycle's batches differ in length.
-                    start = j - j % config.grad_accum
-                    cycle_units = sum(float(module.normalizer(b).sum())
-                                      for b in batches[start:start + config.grad_accum])
-                units = module.normalizer(batch).sum()
-                loss, kl = objective(batch, beta)
-                if not checked_store:
-                    _check_param_store(module)
-                    checked_store = True
-                (loss / cycle_units).backward()
-                state.batch = j + 1
-                if state.batch % config.grad_accum == 0:
-                    if config.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-                    optimizer.step()
-                    state.step += 1
-                sums["loss"] += loss.item()
-                sums["kl"] += math.nan if kl is None else kl
-                sums["units"] += units.item()
-                sums["frames"] += batch.lengths.sum().item()
-                sums["train_s"] += time.perf_counter() - tick
-                bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
-                           kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
-                           fps=sums["frames"] / max(sums["train_s"], 1e-9))
-                at_step_end = state.batch % config.grad_accum == 0
-                if (out is not None and config.checkpoint_every and at_step_end
-                        and state.step % config.checkpoint_every == 0 and state.batch < n):
-                    save(out / LAST)
-            bar.remove_task(task)
-
-            beta_valid, done = kl_schedule(epoch, 1.0, i0, ramp)
-            lr = optimizer.param_groups[0]["lr"]
-            record = {
-                "epoch": epoch, "step": state.step, "beta": beta_valid, "lr": lr,
-                "anneal_done": done,
-                "train_loss": sums["loss"] / sums["units"] if sums["units"] else None,
-                "train_kl": (sums["kl"] / sums["units"]
-                             if sums["units"] and not math.isnan(sums["kl"]) else None),
-            }
-            improved = False
-            if valid:
-                record.update(_validate(module, valid, config, epoch, beta_valid, device))
-                improved = _schedule(state, optimizer, config, epoch,
-                                     record["valid_loss_beta1"], done)
-            record["stopped_early"] = state.stopped_early
-            record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
-            record["wall_s"] = wall0 + time.perf_counter() - started
-            state.epoch, state.batch = epoch + 1, 0
-            state.sums = dict.fromkeys(_SUMS, 0.0)
-            if out is not None:
-                with open(out / METRICS, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                state.metrics_lines += 1
-                if improved:
-                    save(out / BEST)
-                save(out / LAST)
-            if not config.quiet:
-                bar.console.print(_describe(record))
-                if state.stopped_early:
-                    bar.console.print(
-                        f"stopping: no better validation loss for {config.patience} epoch(s) "
-                        f"and lr {lr:.3g} / {config.lr_decay:g} is below min_lr {config.min_lr:g}"
-                    )
-
+    lock = FolderLock(config.out) if config.out is not None else contextlib.nullcontext()
+    with lock, deferred_signals() as stop:
+        pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
+        module.to(config.device)
+        run = _Run(module, config, stop)
+        run.start()
+        valid = _batches(valid_batches, 0) if valid_batches is not None else []
+        record: dict[str, Any] = {}
+        state = run.state
+        with _progress(config.quiet) as bar:
+            while state.epoch < config.epochs and not state.stopped_early:
+                run.restore_rng(after_batches=False)
+                batches = _batches(train_batches, state.epoch)
+                run.restore_rng(after_batches=True)
+                run.train_epoch(batches, bar)
+                if stop.signum is not None:  # the epoch's last step: stop before validating
+                    raise run.interrupted(len(batches))
+                record = run.end_epoch(valid, len(batches), bar)
     return TrainSummary(
         epochs=state.epoch,
         steps=state.step,
-        lr=optimizer.param_groups[0]["lr"],
+        lr=run.optimizer.param_groups[0]["lr"],
         stopped_early=state.stopped_early,
         best_valid_loss=state.best_valid,
         best_epoch=state.best_epoch,
         last_metrics=record,
-        wall_s=wall0 + time.perf_counter() - started,
-        out=str(out) if out is not None else None,
+        wall_s=run.wall0 + time.perf_counter() - run.started,
+        out=str(run.out) if run.out is not None else None,
     )
 
 

@@ -23,6 +23,10 @@ TINY = [
     "64",
     "--eval-batch-size",
     "128",
+    "--kl-initial-zero",  # no annealing, so epoch 0 is a candidate for best.pt
+    "0",
+    "--kl-rampup",
+    "0",
     "--quiet",
 ]
 
@@ -53,7 +57,7 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
     )
     assert first.returncode == 0, first.stderr
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
-    # Resuming needs no model options: they come from last.pt.
+    # Resuming needs no model or training options: they come from last.pt.
     more = lnf(
         [
             "train",
@@ -66,10 +70,6 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
             "--resume",
             "--epochs",
             "2",
-            "--batch-size",
-            "64",
-            "--eval-batch-size",
-            "128",
             "--quiet",
         ],
         data_dir,

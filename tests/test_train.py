@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, replace
 
 import pyro
@@ -300,8 +301,9 @@ def test_training_improves_and_writes_checkpoints_and_metrics(tmp_path):
 
 def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path, monkeypatch):
     # A scripted validation loss isolates the schedule from Monte Carlo noise. Annealing
-    # (i0 = 2, R = 1) is done from epoch 4; patience 2.
-    script = iter([5.0, 5.5, 6.0, 4.0, 4.5, 4.2, 3.9, 4.1, 4.0, 4.0])
+    # (i0 = 2, R = 1) is done from epoch 4; patience 2. Epoch 0 has the lowest β = 1 loss of
+    # all, as an untrained model at β = 1e-5 can: it must not become best.pt.
+    script = iter([3.0, 5.5, 6.0, 4.0, 4.5, 4.2, 3.9, 4.1, 4.0, 4.0])
 
     def scripted(module, batches, num_samples, **kwargs):
         loss = next(script)
@@ -314,14 +316,15 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
                    kl_rampup=1)
     summary = train(Toy(), data, data, config)
     rows = read_metrics(tmp_path)
-    # Epochs 1-2 are worse but annealing is not done: no patience is spent. Epochs 4-5 are two
-    # bad epochs: decay. Epoch 6 is a new best; 7-8 bad: decay again.
-    assert [r["lr"] for r in rows] == pytest.approx([0.04] * 6 + [0.01] * 3 + [0.0025])
-    assert summary.lr == pytest.approx(0.0025)
+    # Epochs 0-3 anneal: neither candidates nor counted. Epoch 4 is the first best, 5 and 6
+    # better; 7-8 are two bad epochs: decay.
+    assert [r["lr"] for r in rows] == pytest.approx([0.04] * 9 + [0.01])
+    assert summary.lr == pytest.approx(0.01)
     assert summary.best_epoch == 6 and summary.best_valid_loss == 3.9
     assert load_checkpoint(tmp_path / BEST)["progress"]["best_epoch"] == 6
     # Validation is at β(i): rec + β(i) KL; β(1) = 1e-5, β(3) = 1.
     assert rows[1]["valid_loss"] == pytest.approx(4.5 + 1e-5)
+    assert rows[0]["valid_loss_beta1"] == 3.0 and rows[0]["anneal_done"] is False
     assert rows[3]["valid_loss"] == pytest.approx(4.0)
     # Adam's moments survive the decays: its step count is the run's.
     state = load_checkpoint(tmp_path / LAST)["optimizer"]["state"]
@@ -410,7 +413,7 @@ def test_resume_refuses_missing_or_different_runs(tmp_path):
         train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True, seed=1))
     with pytest.raises(ConfigError, match="trained with lr=0.001"):
         train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True, lr=0.5))
-    with pytest.raises(CheckpointError, match="not this model"):
+    with pytest.raises(CheckpointError, match=r"trained with hidden=2 \(given 3\)"):
         train(Toy(hidden=3), data, None, quiet(epochs=2, out=str(tmp_path), resume=True))
     summary = train(Toy(), data, None, quiet(epochs=2, out=str(tmp_path), resume=True))
     assert summary.epochs == 2 and summary.steps == 4
@@ -419,11 +422,18 @@ def test_resume_refuses_missing_or_different_runs(tmp_path):
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("grad_accum", 0, "grad_accum must be an integer >= 1"),
-        ("lr", -1.0, "lr must be positive"),
+        ("grad_accum", 0, "grad_accum must be an integer from 1 to 10000, got 0"),
+        ("batch_size", 10**9, "batch_size must be an integer from 1 to 100000, got 1000000000"),
+        ("particles", 2.5, "particles must be an integer from 1 to 10000, got 2.5"),
+        ("epochs", True, "epochs must be an integer"),
+        ("lr", -1.0, "lr must be from 0 to 1000, got -1.0"),
+        ("lr", 0.0, "lr must be positive, got 0"),
+        ("lr", math.nan, "lr must be from 0 to 1000, got nan"),
+        ("grad_clip", math.inf, "grad_clip must be from 0 to 1e[+]09 or unset, got inf"),
+        ("checkpoint_minutes", -1.0, "checkpoint_minutes must be from 0 to 10080"),
         ("optimizer", "rmsprop", "optimizer must be 'adam' or 'sgd'"),
-        ("device", "gpu:0", "device 'gpu:0' is not a torch device"),
-        ("lr_decay", 0.5, "lr_decay must be >= 1"),
+        ("device", "gpu:0", "unknown device 'gpu:0'"),
+        ("lr_decay", 0.5, "lr_decay must be from 1 to 1e[+]06, got 0.5"),
         ("resume", True, "resume needs the run directory"),
     ],
 )
