@@ -61,6 +61,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,7 +583,9 @@ def _step_loss(objective: _Objective, batch: Any, beta: float) -> tuple[torch.Te
     """The batch's loss, with a non-finite value or an invalid distribution parameter raised
     as :class:`_Diverged` (Pyro would raise a ValueError with the whole trace)."""
     try:
-        loss, kl = objective(batch, beta)
+        with warnings.catch_warnings():  # a NaN is reported below, in one line
+            warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
+            loss, kl = objective(batch, beta)
     except ValueError as err:
         found = _INVALID_PARAMETER.search(str(err))
         if found is None:
