@@ -336,9 +336,18 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def plot(run_dir: str) -> None:
     """Plot a run's training curves (loss, KL, β, validation NLL) to RUN_DIR/curves.png."""
-    from pyro_lnf.plot import plot_run
+    from pathlib import Path
 
-    click.echo(str(plot_run(run_dir)))
+    from pyro_lnf.errors import ConfigError
+    from pyro_lnf.plot import METRICS_FILE, plot_run
+
+    try:
+        click.echo(str(plot_run(run_dir)))
+    except UnicodeDecodeError as err:  # read_metrics reads UTF-8 text: a binary or other file
+        raise ConfigError(
+            f"{Path(run_dir) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
+            "metrics file that lnf train wrote"
+        ) from err
 
 
 def main() -> None:
