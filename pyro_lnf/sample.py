@@ -46,10 +46,10 @@ from pyro_lnf.checkpoint import check_fits_dataset
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
-from pyro_lnf.outputs import check_between
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import SentenceVAE
+from pyro_lnf.outputs import check_between
 from pyro_lnf.recurrence import LSTMStepper, zero_state
 
 __all__ = [
@@ -64,11 +64,11 @@ __all__ = [
     "MAX_TEMPERATURE",
     "MIN_TEMPERATURE",
     "SampleOutput",
+    "check_frames",
     "interpolate",
     "resolve_device",
     "sample_checkpoint",
     "sample_sequences",
-    "check_frames",
     "unpad",
 ]
 
