@@ -7,6 +7,9 @@ import sys
 import click
 
 from pyro_lnf.errors import LnfError
+
+# The bounds of evaluate's and sample's options: the click ranges below and the library's
+# checks read the same constants.
 from pyro_lnf.evaluate import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
 from pyro_lnf.outputs import MAX_FRAMES_PER_BEAT, MAX_TEMPO, MAX_VELOCITY, MIN_TEMPO, MIN_VELOCITY
 from pyro_lnf.sample import (

@@ -48,7 +48,6 @@ from pyro_lnf.io import atomic_write
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "check_fits_dataset",
     "get_rng_state",
     "load_checkpoint",
     "load_model",
@@ -57,6 +56,7 @@ __all__ = [
     "restore_param_store",
     "save_checkpoint",
     "set_rng_state",
+    "check_fits_dataset",  # validation helpers, after the loaders
 ]
 
 FORMAT = "pyro-lnf-checkpoint"
