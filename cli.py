@@ -8,6 +8,20 @@ import click
 
 from pyro_lnf.errors import LnfError, TrainingInterrupted
 
+# The bounds of evaluate's and sample's options: the click ranges below and the library's
+# checks read the same constants.
+from pyro_lnf.evaluate import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
+from pyro_lnf.outputs import MAX_FRAMES_PER_BEAT, MAX_TEMPO, MAX_VELOCITY, MIN_TEMPO, MIN_VELOCITY
+from pyro_lnf.sample import (
+    MAX_FRAMES,
+    MAX_LENGTH,
+    MAX_NUM,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pyro-lnf")
@@ -182,29 +196,31 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
 @click.option(
     "--split", type=click.Choice(["train", "valid", "test"]), default="test", show_default=True
 )
+# Ranges give a one-line usage error (exit 2) naming the bound; the library checks the same
+# bounds for Python callers, and NaN, which compares False with both bounds and so passes.
 @click.option(
     "--samples",
     "num_samples",
-    type=int,
+    type=click.IntRange(1, MAX_SAMPLES),
     default=100,
     show_default=True,
     help="Importance samples K per sequence.",
 )
 @click.option(
     "--batch-size",
-    type=int,
+    type=click.IntRange(1, MAX_BATCH_SIZE),
     default=8,
     show_default=True,
     help="Sequences per batch (fewer is faster on CPU).",
 )
 @click.option(
     "--chunk-size",
-    type=int,
+    type=click.IntRange(1, MAX_CHUNK_SIZE),
     default=32,
     show_default=True,
     help="Samples per pass; lower it if memory runs out.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "bf16"]),
@@ -212,7 +228,13 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     show_default=True,
     help="bf16: the latent-flow model's LSTMs in bfloat16 on CPU (faster; densities in fp32).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the guide's draws.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0, MAX_SEED),
+    default=0,
+    show_default=True,
+    help="Seed of the guide's draws.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
@@ -256,22 +278,29 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
 
 @lnf.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option("-n", "--num", type=int, default=4, show_default=True, help="Sequences to draw.")
+@click.option(
+    "-n",
+    "--num",
+    type=click.IntRange(1, MAX_NUM),
+    default=4,
+    show_default=True,
+    help=f"Sequences to draw (-n x --length: at most {MAX_FRAMES} steps).",
+)
 @click.option(
     "--length",
-    type=int,
+    type=click.IntRange(1, MAX_LENGTH),
     default=None,
     help="Length of every sequence (default: each drawn from the model's p(T)); for a "
     "sentence VAE, the longest sentence (default 100 words; <eos> ends one earlier).",
 )
 @click.option(
     "--temperature",
-    type=float,
+    type=click.FloatRange(MIN_TEMPERATURE, MAX_TEMPERATURE),
     default=1.0,
     show_default=True,
     help="Flows: scales the prior noise; LSTM: divides the logits.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True)
 @click.option(
     "--format",
     "formats",
@@ -287,15 +316,25 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     "(default: sample; the mode along an --interpolate path).",
 )
 @click.option(
-    "--tempo", type=float, default=120.0, show_default=True, help="MIDI beats per minute."
+    "--tempo",
+    type=click.FloatRange(MIN_TEMPO, MAX_TEMPO),
+    default=120.0,
+    show_default=True,
+    help="MIDI beats per minute.",
 )
 @click.option(
     "--frames-per-beat",
-    type=int,
+    type=click.IntRange(1, MAX_FRAMES_PER_BEAT),
     default=None,
     help="Time steps per beat (default: 1 for JSB Chorales, 2 for the other datasets).",
 )
-@click.option("--velocity", type=int, default=80, show_default=True, help="MIDI note velocity.")
+@click.option(
+    "--velocity",
+    type=click.IntRange(MIN_VELOCITY, MAX_VELOCITY),
+    default=80,
+    show_default=True,
+    help="MIDI note velocity.",
+)
 @click.option(
     "--interpolate",
     "between",
@@ -306,9 +345,15 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     help="Instead of sampling, decode the path between the encodings of test "
     "sequences A and B (-n and --temperature do not apply; --length only to a sentence VAE).",
 )
-@click.option("--steps", type=int, default=8, show_default=True, help="Points on the path.")
+@click.option(
+    "--steps",
+    type=click.IntRange(2, MAX_STEPS),
+    default=8,
+    show_default=True,
+    help="Points on the path.",
+)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @_DATA_DIR
 def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, **options) -> None:
     """Draw sequences from a checkpoint and write them as MIDI, PNG, text or npz.
@@ -336,9 +381,18 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
 @click.argument("run_dir", type=click.Path(file_okay=False))
 def plot(run_dir: str) -> None:
     """Plot a run's training curves (loss, KL, β, validation NLL) to RUN_DIR/curves.png."""
-    from pyro_lnf.plot import plot_run
+    from pathlib import Path
 
-    click.echo(str(plot_run(run_dir)))
+    from pyro_lnf.errors import ConfigError
+    from pyro_lnf.plot import METRICS_FILE, plot_run
+
+    try:
+        click.echo(str(plot_run(run_dir)))
+    except UnicodeDecodeError as err:  # read_metrics reads UTF-8 text: a binary or other file
+        raise ConfigError(
+            f"{Path(run_dir) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
+            "metrics file that lnf train wrote"
+        ) from err
 
 
 def main() -> None:

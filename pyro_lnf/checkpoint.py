@@ -44,7 +44,7 @@ import pyro
 import torch
 from pyro.distributions import constraints
 
-from pyro_lnf.errors import CheckpointError
+from pyro_lnf.errors import CheckpointError, LnfError
 from pyro_lnf.io import atomic_write
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "restore_param_store",
     "save_checkpoint",
     "set_rng_state",
+    "check_fits_dataset",  # validation helpers, after the loaders
 ]
 
 FORMAT = "pyro-lnf-checkpoint"
@@ -312,7 +313,150 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
             f"checkpoint {path} has format version {version!r}; this pyro-lnf reads up to "
             f"{FORMAT_VERSION}: upgrade pyro-lnf"
         )
+    _check_parts(payload, path)
     return payload
+
+
+class _Damaged(Exception):
+    """A part of a checkpoint that is missing or of the wrong type: ``(part, what it should
+    be)``; :func:`_check_parts` turns it into one :class:`CheckpointError` naming the file."""
+
+
+#: Stands for an absent key, so that "missing" and "None" read differently in messages.
+_MISSING = object()
+
+
+def _need(value: Any, kind: type | tuple[type, ...], part: str, what: str) -> Any:
+    """``value`` if it is a ``kind``; else :class:`_Damaged` saying what ``part`` should be."""
+    if value is _MISSING:
+        raise _Damaged(part, "is missing")
+    if not isinstance(value, kind):
+        raise _Damaged(part, f"should be {what}, but is a {type(value).__name__}")
+    return value
+
+
+def _str_keyed(value: Any, part: str, items: type | None = None,
+               item: str = "") -> Mapping[str, Any]:
+    """``value`` as a mapping with string keys (and, with ``items``, values of that type,
+    described by ``item``: "a tensor")."""
+    _need(value, Mapping, part, "a dict" if items is None else f"a dict of {item.split()[-1]}s")
+    for key, entry in value.items():
+        if not isinstance(key, str):
+            raise _Damaged(part, f"has a key {key!r} that is not a string")
+        if items is not None and not isinstance(entry, items):
+            raise _Damaged(f"{part}[{key!r}]", f"should be {item}, but is a "
+                                               f"{type(entry).__name__}")
+    return value
+
+
+def _check_parts(payload: Mapping[str, Any], path: Path) -> None:
+    """Check every part a loader reads, so that no later ``checkpoint[...]`` can fail.
+
+    Format version 1 always writes all of ``model``, ``param_store``, ``optimizer`` (possibly
+    ``None``), ``rng``, ``progress`` and ``train_config``: a missing one means a damaged file
+    or one written by something else, and is refused here rather than as a ``KeyError`` in
+    whichever command reads that part (``lnf evaluate`` reads ``progress``; a resumed run
+    reads them all).
+
+    :raises CheckpointError: one line naming the file and the first part that is wrong.
+    """
+    try:
+        get = lambda mapping, key: mapping.get(key, _MISSING)  # noqa: E731
+        model = _str_keyed(get(payload, "model"), "model")
+        _need(get(model, "name"), (str, type(None)), "model.name", "a string or None")
+        _need(get(model, "class"), str, "model.class", "a string")
+        config = _str_keyed(get(model, "config"), "model.config")
+        if "dataset" in config:  # what evaluate and sample load
+            _need(config["dataset"], (str, type(None)), "model.config['dataset']",
+                  "a dataset name or None")
+        _str_keyed(get(model, "state_dict"), "model.state_dict", torch.Tensor, "a tensor")
+        store = _str_keyed(get(payload, "param_store"), "param_store")
+        params = _str_keyed(get(store, "params"), "param_store.params", torch.Tensor, "a tensor")
+        names = _str_keyed(get(store, "constraints"), "param_store.constraints", str,
+                           "a constraint name")
+        if set(params) != set(names):
+            odd = sorted(set(params) ^ set(names))[0]
+            raise _Damaged("param_store", f"lists {odd!r} in only one of params and constraints")
+        for name, constraint in names.items():
+            if constraint not in _CONSTRAINTS:
+                raise _Damaged(f"param_store.constraints[{name!r}]",
+                               f"names an unknown constraint {constraint!r}")
+        optimizer = _need(get(payload, "optimizer"), (Mapping, type(None)), "optimizer",
+                          "an optimizer state dict or None")
+        if optimizer is not None:
+            _need(get(optimizer, "state"), Mapping, "optimizer.state", "a dict")
+            groups = _need(get(optimizer, "param_groups"), (list, tuple),
+                           "optimizer.param_groups", "a list")
+            for group in groups:
+                _need(group, Mapping, "optimizer.param_groups", "a list of dicts")
+        _check_rng(get(payload, "rng"))
+        _str_keyed(get(payload, "progress"), "progress")
+        _str_keyed(get(payload, "train_config"), "train_config")
+    except _Damaged as damaged:
+        part, what = damaged.args
+        raise CheckpointError(
+            f"checkpoint {path} is damaged: its {part} {what}; use another checkpoint of the run "
+            "(best.pt or last.pt) or train again"
+        ) from None
+
+
+def _check_rng(rng: Any) -> None:
+    """The generator states :func:`set_rng_state` restores, shaped as :func:`get_rng_state`
+    writes them (python's and numpy's Mersenne Twisters hold 625 and 624 words)."""
+    _str_keyed(rng, "rng")
+    python = _need(rng.get("python", _MISSING), (tuple, list), "rng.python", "a 3-tuple")
+    if len(python) != 3 or not isinstance(python[0], int) or not isinstance(
+        python[1], (tuple, list)) or len(python[1]) != 625 or not isinstance(
+            python[2], (float, type(None))):
+        raise _Damaged("rng.python", "is not a state of python's random module")
+    numpy_state = _str_keyed(rng.get("numpy", _MISSING), "rng.numpy")
+    keys = _need(numpy_state.get("keys", _MISSING), torch.Tensor, "rng.numpy.keys", "a tensor")
+    if keys.shape != (624,) or any(
+        not isinstance(numpy_state.get(k), kind)
+        for k, kind in (("kind", str), ("pos", int), ("has_gauss", int),
+                        ("cached_gaussian", float))
+    ):
+        raise _Damaged("rng.numpy", "is not a state of numpy's generator")
+    state = _need(rng.get("torch", _MISSING), torch.Tensor, "rng.torch", "a tensor")
+    if state.dtype != torch.uint8 or state.dim() != 1:
+        raise _Damaged("rng.torch", f"should be a 1-d uint8 tensor, but is {state.dtype} "
+                                    f"{tuple(state.shape)}")
+    cuda = rng.get("cuda", [])
+    _need(cuda, (list, tuple), "rng.cuda", "a list of tensors")
+    for item in cuda:
+        _need(item, torch.Tensor, "rng.cuda", "a list of tensors")
+
+
+def check_fits_dataset(config: Mapping[str, Any], dataset: Any, path: str | os.PathLike) -> None:
+    """Refuse a model whose stored ``config`` does not fit ``dataset`` as found on disk.
+
+    A checkpoint stores the size of its output layer (``num_features``, or ``vocab_size`` for
+    the VAEs), its data kind and the ids of ``<pad>``, ``<sos>`` and ``<eos>``, not the
+    vocabulary itself; a data directory rebuilt with another vocabulary would otherwise be
+    scored or decoded with the wrong symbols, or end in an index error deep in a forward pass.
+
+    :param dataset: a :class:`~pyro_lnf.datasets.Dataset` (``name``, ``kind``,
+        ``num_features``, ``vocab``).
+    :raises CheckpointError: one line naming the file, the dataset and what differs.
+    """
+    def refuse(what: str) -> None:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit dataset {dataset.name!r} as found on disk: {what}; "
+            "use the data directory the model was trained with"
+        )
+
+    kind = config.get("kind")
+    if kind is not None and kind != dataset.kind:
+        refuse(f"the model reads {kind} data, the dataset is {dataset.kind}")
+    size = config.get("num_features", config.get("vocab_size"))
+    if size is not None and size != dataset.num_features:
+        noun = "piano keys" if dataset.kind == "binary" else "symbols"
+        refuse(f"the model has {size} {noun}, the dataset {dataset.num_features}")
+    vocab = dataset.vocab
+    for key, token in (("pad_index", "<pad>"), ("sos_index", "<sos>"), ("eos_index", "<eos>")):
+        if key in config and (vocab is None or vocab.stoi.get(token) != config[key]):
+            here = None if vocab is None else vocab.stoi.get(token)
+            refuse(f"{token} has id {config[key]!r} in the model, {here!r} in the vocabulary")
 
 
 def _model_class(checkpoint: Mapping[str, Any], path: Path) -> type[torch.nn.Module]:
@@ -323,7 +467,7 @@ def _model_class(checkpoint: Mapping[str, Any], path: Path) -> type[torch.nn.Mod
         # (only from this package, so a checkpoint cannot make us import arbitrary code).
         try:
             importlib.import_module(class_path.rsplit(".", 1)[0])
-        except ImportError:
+        except (ImportError, ValueError):  # no such module (or an empty name): unknown below
             pass
     if name is None or name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY)) or "none"
@@ -332,6 +476,18 @@ def _model_class(checkpoint: Mapping[str, Any], path: Path) -> type[torch.nn.Mod
             f"(known: {known}); import the module that defines it, decorated with @register_model"
         )
     return _REGISTRY[name]
+
+
+def _check_finite(tensors: Mapping[str, torch.Tensor], part: str, path: Path) -> None:
+    """Refuse NaN or infinite weights: a diverged run's file would score NaN (evaluate) or
+    fail inside ``torch.multinomial`` (sample); resuming it would only train on NaN."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"checkpoint {path}: {part}[{name!r}] holds NaN or infinite values (the run "
+                "diverged before it was saved?); use an earlier checkpoint (best.pt) or train "
+                "again"
+            )
 
 
 def load_model(
@@ -354,13 +510,17 @@ def load_model(
     info = checkpoint["model"]
     try:
         module = cls(**info["config"])
-    except TypeError as err:
+    except (TypeError, ValueError, RuntimeError, LnfError) as err:  # e.g. a size of -1
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"checkpoint {path}: cannot rebuild {info['name']!r} from its config: {err}"
+            f"checkpoint {path}: cannot rebuild {info['name']!r} from its config: {first}"
         ) from err
+    _check_finite(info["state_dict"], "model.state_dict", path)
+    if param_store:
+        _check_finite(checkpoint["param_store"]["params"], "param_store.params", path)
     try:
         module.load_state_dict(info["state_dict"])
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, TypeError) as err:
         first = str(err).strip().splitlines()[0]
         raise CheckpointError(
             f"checkpoint {path}: weights do not fit {info['name']!r}: {first}"

@@ -41,15 +41,32 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.outputs import check_between
 
 __all__ = [
+    "MAX_BATCH_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_PASS_UNITS",
+    "MAX_SAMPLES",
     "METRIC_LABELS",
     "ImportanceEstimate",
+    "check_evaluate_options",
     "evaluate",
     "evaluating",
     "importance_log_likelihood",
     "importance_sample",
 ]
+
+#: Bounds of ``lnf evaluate``'s options (the CLI's click ranges read them too). K only costs
+#: time, since samples run in chunks: 100000 is 200x the paper's K = 500 ...
+MAX_SAMPLES = 100_000
+#: ... while memory grows with chunk x batch x the longest item of the split: each bound is
+#: generous alone, and :data:`MAX_PASS_UNITS` bounds the product (an LSTM activation of width
+#: 500 over 8e6 steps is 16 GB in float32; the defaults on MuseData's longest test piece,
+#: 32 x 8 x 4273, need 1.1e6).
+MAX_BATCH_SIZE = 4096
+MAX_CHUNK_SIZE = 4096
+MAX_PASS_UNITS = 8_000_000
 
 _PARTICLE_PLATE = "importance_samples"
 _PARTICLE_DIM = -2  # the "sequences" plate is dim -1 (models/base.py)
@@ -134,6 +151,29 @@ def _chunk_log_weights(
     return log_obs, log_prior, log_q
 
 
+def check_evaluate_options(
+    num_samples: int, batch_size: int, chunk_size: int | None, longest: int | None = None
+) -> None:
+    """Refuse ``lnf evaluate`` options outside their bounds, and (given ``longest``, the
+    longest item of the split in steps, or the vocabulary for bags of words) a pass of
+    chunk x batch x longest beyond :data:`MAX_PASS_UNITS`.
+
+    :raises ConfigError: one line naming the option (or the product) and its bound.
+    """
+    check_between("--samples", num_samples, 1, MAX_SAMPLES)
+    check_between("--batch-size", batch_size, 1, MAX_BATCH_SIZE)
+    if chunk_size is not None:
+        check_between("--chunk-size", chunk_size, 1, MAX_CHUNK_SIZE)
+    if longest is not None:
+        chunk = num_samples if chunk_size is None else min(chunk_size, num_samples)
+        if chunk * batch_size * longest > MAX_PASS_UNITS:
+            raise ConfigError(
+                f"--chunk-size x --batch-size x the longest item ({longest}) must be at most "
+                f"{MAX_PASS_UNITS} per pass, got {chunk} x {batch_size} x {longest} = "
+                f"{chunk * batch_size * longest}; lower --chunk-size or --batch-size"
+            )
+
+
 @torch.no_grad()
 def importance_sample(
     model: Callable[..., Any],
@@ -164,7 +204,9 @@ def importance_sample(
     """
     if num_samples < 1:
         raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-    chunk = num_samples if chunk_size is None else max(1, min(chunk_size, num_samples))
+    if chunk_size is not None and chunk_size < 1:  # 0 used to mean 1, silently
+        raise ConfigError(f"chunk_size must be at least 1 (or None: one pass), got {chunk_size}")
+    chunk = num_samples if chunk_size is None else min(chunk_size, num_samples)
     log_total = sum_log_w = sum_obs = sum_kl = None
     done = 0
     while done < num_samples:

@@ -212,11 +212,14 @@ def evaluate_checkpoint(
     ``precision="bf16"`` runs the latent-flow model's LSTMs and emission projection in
     bfloat16 on CPU (:mod:`pyro_lnf.precision`); densities and weights stay in float32.
     """
+    from pyro_lnf.checkpoint import check_fits_dataset
+    from pyro_lnf.evaluate import check_evaluate_options
+    from pyro_lnf.outputs import check_between
+    from pyro_lnf.sample import MAX_SEED
+
     device = resolve_device(device)
-    if num_samples < 1 or batch_size < 1:
-        raise ConfigError(
-            f"--samples and --batch-size must be at least 1, got {num_samples}, {batch_size}"
-        )
+    check_evaluate_options(num_samples, batch_size, chunk_size)
+    check_between("--seed", seed, 0, MAX_SEED)
     if precision not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "fp32" and device.type != "cpu":
@@ -226,7 +229,12 @@ def evaluate_checkpoint(
         raise ConfigError(
             f"--precision {precision} applies to the latent-flow models, not {module.name!r}"
         )
+    if module.config.get("dataset") is None:
+        raise ConfigError(f"checkpoint {path} does not name its dataset, which evaluating needs")
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
+    check_fits_dataset(module.config, dataset, path)
+    longest = dataset.num_features if dataset.kind == "bow" else int(dataset.lengths(split).max())
+    check_evaluate_options(num_samples, batch_size, chunk_size, longest)
     batches = list(dataset.batches(split, batch_size, shuffle=False, device=device))
     tracked = _tracked(batches, len(batches), f"evaluating {split} (K={num_samples})", quiet)
     pyro.set_rng_seed(seed)
@@ -245,7 +253,7 @@ def evaluate_checkpoint(
         dataset=dataset.name,
         split=split,
         model=checkpoint["model"]["name"],
-        epochs_trained=checkpoint["progress"].get("epoch"),
+        epochs_trained=checkpoint["progress"].get("epoch"),  # a dict: load_checkpoint checked
         precision=precision,
         seed=seed,
     )

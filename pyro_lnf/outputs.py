@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "FRAMES_PER_BEAT",
     "LOWEST_PITCH",
     "NUM_KEYS",
+    "check_between",
     "check_midi_options",
     "frames_per_beat_for",
     "require_matplotlib",
@@ -51,6 +53,14 @@ LOWEST_PITCH = 21
 NUM_KEYS = 88
 #: Time steps per beat of each polyphonic dataset (JSB: quarter notes; others: eighth notes).
 FRAMES_PER_BEAT = {"jsb_chorales": 1, "nottingham": 2, "muse_data": 2, "piano_midi": 2}
+#: Tempo bounds in beats per minute: far beyond any marking (Larghissimo ~20, Prestissimo
+#: ~200), while a tempo near 0 would stretch a frame to centuries of seconds.
+MIN_TEMPO, MAX_TEMPO = 1.0, 1000.0
+#: Most frames per beat: the file's tick resolution is lcm(480, frames per beat), and every
+#: grid up to 64 (a 256th note per quarter) keeps it within MIDI's 15-bit division (32767).
+MAX_FRAMES_PER_BEAT = 64
+#: MIDI note velocities: 0 means note-off, 127 is the largest 7-bit value.
+MIN_VELOCITY, MAX_VELOCITY = 1, 127
 
 
 def frames_per_beat_for(dataset: str | None) -> int:
@@ -68,17 +78,34 @@ def _as_roll(roll: np.ndarray | torch.Tensor) -> np.ndarray:
     return roll > 0.5
 
 
+def check_between(option: str, value: Any, low: float, high: float) -> None:
+    """Refuse ``value`` unless it lies in ``[low, high]``, naming ``option`` and both bounds.
+
+    The one range check of the sampling and evaluation options (the CLI's click ranges read the
+    same bounds). An integer is required where ``low`` is one; NaN fails every comparison and
+    so is refused too, as are booleans (an ``int`` to Python, never a size to a user).
+
+    :raises ConfigError: e.g. ``--num must be between 1 and 10000, got 1000000000``.
+    """
+    kinds = numbers.Integral if isinstance(low, int) else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise ConfigError(f"{option} must be between {_bound(low)} and {_bound(high)}, got {value!r}")
+
+
+def _bound(value: float) -> str:
+    """A bound as a user types it: ``10000``, ``0.01``, ``1e-06`` (``:g`` alone gives 1e+04)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def check_midi_options(tempo: float, frames_per_beat: int, velocity: int) -> None:
     """Refuse MIDI settings that cannot make a file (before any expensive sampling).
 
-    :raises ConfigError: a non-positive tempo or grid, or a velocity outside 1..127.
+    :raises ConfigError: a tempo outside :data:`MIN_TEMPO` .. :data:`MAX_TEMPO` (or not
+        finite), a grid outside 1 .. :data:`MAX_FRAMES_PER_BEAT`, a velocity outside 1..127.
     """
-    if not (math.isfinite(tempo) and tempo > 0):
-        raise ConfigError(f"tempo must be a positive number of beats per minute, got {tempo!r}")
-    if not (isinstance(frames_per_beat, int) and frames_per_beat >= 1):
-        raise ConfigError(f"frames per beat must be a positive integer, got {frames_per_beat!r}")
-    if not (isinstance(velocity, int) and 1 <= velocity <= 127):
-        raise ConfigError(f"velocity must be an integer in 1..127, got {velocity!r}")
+    check_between("--tempo", tempo, MIN_TEMPO, MAX_TEMPO)
+    check_between("--frames-per-beat", frames_per_beat, 1, MAX_FRAMES_PER_BEAT)
+    check_between("--velocity", velocity, MIN_VELOCITY, MAX_VELOCITY)
 
 
 def roll_to_midi(

@@ -42,18 +42,29 @@ import torch
 from torch import Tensor, nn
 
 from pyro_lnf import outputs
-from pyro_lnf.datasets import Dataset, Vocab, load_dataset
-from pyro_lnf.errors import CheckpointError, ConfigError
+from pyro_lnf.checkpoint import check_fits_dataset
+from pyro_lnf.datasets import Dataset, load_dataset
+from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import SentenceVAE
+from pyro_lnf.outputs import check_between
 from pyro_lnf.recurrence import LSTMStepper, zero_state
 
 __all__ = [
     "DECODINGS",
+    "DEVICES",
     "FORMATS",
+    "MAX_FRAMES",
+    "MAX_LENGTH",
+    "MAX_NUM",
+    "MAX_SEED",
+    "MAX_STEPS",
+    "MAX_TEMPERATURE",
+    "MIN_TEMPERATURE",
     "SampleOutput",
+    "check_frames",
     "interpolate",
     "resolve_device",
     "sample_checkpoint",
@@ -64,21 +75,57 @@ __all__ = [
 DECODINGS = ("sample", "mode")
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device | None:
-    """``device`` as a :class:`torch.device`, refusing names torch cannot use here.
+#: Bounds of ``lnf sample``'s options, shared by the CLI's click ranges and the library's
+#: checks (:func:`~pyro_lnf.outputs.check_between`). Generous for research, but each one stops
+#: an allocation or a run that could never finish: at most MAX_NUM sequences ...
+MAX_NUM = 10_000
+#: ... of at most MAX_LENGTH steps (MuseData's longest test piece has 4273 frames) ...
+MAX_LENGTH = 100_000
+#: ... and at most MAX_FRAMES steps in the padded batch (N x T, or points x T on a path):
+#: the flows' activations are N x T x hidden (~2 GB at hidden 500 for 10^6 steps), so it is
+#: the product, not either factor, that exhausts memory.
+MAX_FRAMES = 1_000_000
+#: Points on an interpolation path.
+MAX_STEPS = 1_000
+#: The LSTM's logits are divided by the temperature, so a tiny one overflows float32 (and a
+#: huge one only draws noise); the flows scale their noise by it.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 100.0
+#: Seeds go to numpy's generator too (pyro.set_rng_seed), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+#: The devices this library runs on (torch also parses mps, meta, xla, ..., which it does not).
+DEVICES = "cpu, cuda or cuda:N"
 
-    :raises ConfigError: an unparsable name, or CUDA asked for on a machine without it.
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a :class:`torch.device`: the one validator of every ``--device``.
+
+    Only the CPU and CUDA devices are accepted: the models and the samplers are tested there,
+    and a ``meta`` device would "run" without computing anything.
+
+    :raises ConfigError: an unparsable or unsupported name, CUDA asked for on a machine
+        without it, or a CUDA index beyond the devices present.
     """
     if device is None:
         return None
     try:
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"not a device name: {device!r}")
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from err
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
-        )
+        raise ConfigError(f"unknown device {device!r}; use {DEVICES}") from err
+    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index):
+        raise ConfigError(f"device {str(device)!r} is not supported; use {DEVICES}")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {str(device)!r} requested but CUDA is not available; use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(
+                f"device {str(device)!r} requested but this machine has {count} CUDA "
+                f"device(s): cuda:0 .. cuda:{count - 1}"
+            )
     return resolved
 
 
@@ -98,6 +145,7 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     if seed is None:
         yield
         return
+    check_between("--seed", seed, 0, MAX_SEED)
     devices = []
     if device.type == "cuda":
         devices = [torch.cuda.current_device() if device.index is None else device.index]
@@ -145,8 +193,7 @@ def _lengths(
     length: int | None,
     device: torch.device,
 ) -> Tensor:
-    if not (isinstance(num, int) and num >= 1):
-        raise ConfigError(f"the number of samples must be a positive integer, got {num!r}")
+    check_between("--num", num, 1, MAX_NUM)
     if lengths is not None and length is not None:
         raise ConfigError("give either lengths (one per sample) or length (for all), not both")
     if lengths is not None:
@@ -155,12 +202,31 @@ def _lengths(
             raise ConfigError(f"lengths must be {num} integers, one per sample, got {lengths!r}")
         drawn = drawn.long()
     elif length is not None:
+        check_between("--length", length, 1, MAX_LENGTH)
         drawn = torch.full((num,), int(length), dtype=torch.long, device=device)
     else:
         drawn = module.length_model.distribution().sample((num,)).to(device)
-    if bool((drawn < 1).any()):
-        raise ConfigError(f"sequence lengths must be at least 1, got {drawn.min().item()}")
+    if bool((drawn < 1).any()) or bool((drawn > MAX_LENGTH).any()):
+        raise ConfigError(
+            f"sequence lengths must be between 1 and {MAX_LENGTH}, got "
+            f"{drawn.min().item()} .. {drawn.max().item()}"
+        )
+    check_frames(num, int(drawn.max()), "-n x the longest length" + (
+        "" if length is not None or lengths is not None else " drawn from p(T)"))
     return drawn
+
+
+def check_frames(count: int, length: int, what: str) -> None:
+    """Refuse a padded batch of ``count`` sequences of ``length`` steps beyond
+    :data:`MAX_FRAMES`, before anything of that size is allocated.
+
+    :raises ConfigError: naming ``what`` (e.g. ``"-n x length"``), the product and the bound.
+    """
+    if count * length > MAX_FRAMES:
+        raise ConfigError(
+            f"{what} must be at most {MAX_FRAMES} steps in one batch, got {count} x {length} = "
+            f"{count * length}; draw fewer or shorter sequences"
+        )
 
 
 def _module_device(module: nn.Module, device: str | torch.device | None) -> torch.device:
@@ -202,8 +268,7 @@ def sample_sequences(
     """
     _check_model(module)
     _check_decode(decode)
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be positive, got {temperature!r}")
+    check_between("--temperature", temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
     run_on = _module_device(module, device)
     with evaluating(module), torch.no_grad(), seeded(seed, run_on):
         drawn = _lengths(module, num, lengths, length, run_on)
@@ -284,13 +349,13 @@ def interpolate(
             f"interpolation needs a latent-flow model with an encoder, not {type(module).__name__}"
         )
     _check_decode(decode)
-    if not (isinstance(steps, int) and steps >= 2):
-        raise ConfigError(f"interpolation needs at least 2 steps, got {steps!r}")
+    check_between("--steps", steps, 2, MAX_STEPS)
     if len(x_a) < 1 or len(x_b) < 1:
         raise ConfigError("cannot interpolate between empty sequences")
+    common = max(len(x_a), len(x_b))
+    check_frames(steps, common, "--steps x the longer sequence")
     run_on = next(module.parameters()).device
     with evaluating(module), torch.no_grad(), seeded(seed, run_on):
-        common = max(len(x_a), len(x_b))
         ends = torch.stack([_pad_to(x.to(run_on), common, pad_value) for x in (x_a, x_b)])
         if module.kind == "binary":
             ends = ends.to(module.embedding.weight.dtype)
@@ -346,14 +411,21 @@ def _check_formats(formats: Sequence[str], kind: str, dataset: str | None) -> tu
     return chosen
 
 
-def _vocabulary(dataset: Dataset, num_features: int, path: Path) -> Vocab:
-    if dataset.vocab is None or len(dataset.vocab) != num_features:
-        size = "none" if dataset.vocab is None else len(dataset.vocab)
-        raise CheckpointError(
-            f"checkpoint {path} has {num_features} output symbols but dataset {dataset.name!r} "
-            f"has a vocabulary of {size}; use the data directory it was trained with"
-        )
-    return dataset.vocab
+def _check_sample_options(out: Path, num: int, length: int | None, temperature: float,
+                          seed: int | None, steps: int, interpolating: bool) -> None:
+    """Refuse out-of-range options before the checkpoint and the dataset are read (a model
+    can take seconds to load, a dataset minutes, and sampling longer)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory (it is created if needed)")
+    check_between("--num", num, 1, MAX_NUM)
+    if length is not None:
+        check_between("--length", length, 1, MAX_LENGTH)
+        if not interpolating:
+            check_frames(num, length, "-n x --length")
+    check_between("--temperature", temperature, MIN_TEMPERATURE, MAX_TEMPERATURE)
+    if seed is not None:
+        check_between("--seed", seed, 0, MAX_SEED)
+    check_between("--steps", steps, 2, MAX_STEPS)
 
 
 def _test_pair(dataset: Dataset, indices: tuple[int, int], noun: str) -> tuple[Tensor, Tensor]:
@@ -412,6 +484,8 @@ def sample_checkpoint(
     if decode is None:
         decode = "sample" if interpolate_between is None else "mode"
     _check_decode(decode)
+    _check_sample_options(Path(out), num, length, temperature, seed, steps,
+                          interpolate_between is not None)
     run_on = resolve_device(device)
     path = Path(checkpoint)
     module = load_model(path, map_location=run_on, param_store=False)
@@ -439,9 +513,8 @@ def sample_checkpoint(
                 "interpolating need; use --format npz"
             )
         dataset = load_dataset(dataset_name, data_dir=data_dir)
-    vocab = None
-    if module.kind == "categorical" and dataset is not None:
-        vocab = _vocabulary(dataset, module.config["num_features"], path)
+        check_fits_dataset(module.config, dataset, path)
+    vocab = dataset.vocab if module.kind == "categorical" and dataset is not None else None
 
     arrays: dict[str, Tensor] = {}
     if interpolate_between is None:
@@ -505,7 +578,8 @@ def _sample_sentence_checkpoint(
             f"checkpoint {path} does not name its dataset, which decoding text needs"
         )
     dataset = load_dataset(vae.config["dataset"], data_dir=data_dir)
-    vocab = _vocabulary(dataset, vae.config["vocab_size"], path)
+    check_fits_dataset(vae.config, dataset, path)
+    vocab = dataset.vocab
     arrays: dict[str, Tensor] = {}
     if interpolate_between is None:
         prefix = "sample"

@@ -33,7 +33,8 @@ from pyro_lnf.datasets import Vocab, collate
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.vae import SentenceVAE
-from pyro_lnf.sample import DECODINGS, seeded
+from pyro_lnf.outputs import check_between
+from pyro_lnf.sample import DECODINGS, MAX_LENGTH, MAX_NUM, MAX_STEPS, check_frames, seeded
 
 __all__ = ["interpolate_sentences", "sample_sentences", "sentence_texts"]
 
@@ -43,10 +44,7 @@ DEFAULT_MAX_LENGTH = 100
 
 
 def _check_options(max_length: int, decode: str) -> None:
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise ConfigError(
-            f"the maximum sentence length must be a positive integer, got {max_length!r}"
-        )
+    check_between("--length", max_length, 1, MAX_LENGTH)
     if decode not in DECODINGS:
         raise ConfigError(f"unknown decoding {decode!r}; choose 'sample' or 'mode'")
 
@@ -65,9 +63,9 @@ def sample_sentences(
     :param decode: ``"sample"`` draws each word, ``"mode"`` takes the most likely one.
     :param seed: makes the result a function of the seed; the global generators are restored.
     """
-    if not (isinstance(num, int) and num >= 1):
-        raise ConfigError(f"the number of samples must be a positive integer, got {num!r}")
+    check_between("--num", num, 1, MAX_NUM)
     _check_options(max_length, decode)
+    check_frames(num, max_length, "-n x --length")  # generate() pads every sentence to it
     device = vae.head.loc.weight.device
     with torch.no_grad(), seeded(seed, device):
         z = vae.prior(num).sample()
@@ -91,11 +89,11 @@ def interpolate_sentences(
     :returns: token ids ``(steps, max_length)``, lengths ``(steps,)`` and the latent points
         ``(steps, d)``.
     """
-    if not (isinstance(steps, int) and steps >= 2):
-        raise ConfigError(f"interpolation needs at least 2 steps, got {steps!r}")
+    check_between("--steps", steps, 2, MAX_STEPS)
     if len(x_a) < 1 or len(x_b) < 1:
         raise ConfigError("cannot interpolate between empty sentences")
     _check_options(max_length, decode)
+    check_frames(steps, max_length, "--steps x --length")
     device = vae.head.loc.weight.device
     with evaluating(vae), torch.no_grad(), seeded(seed, device):
         batch = collate([x_a.to(device), x_b.to(device)], [0, 1], pad_value=vae.pad_index)

@@ -194,3 +194,116 @@ def test_weights_that_do_not_fit(tmp_path):
 def test_registry_refuses_a_second_class_under_one_name():
     with pytest.raises(ValueError, match="already registered"):
         register_model("test_checkpoint_mlp")(Unregistered)
+
+
+# ------------------------------------------------------------------------------------------
+# a file with the right header but a missing or wrong part: one CheckpointError, never a
+# KeyError or TypeError from whichever loader reads that part first
+
+#: Key paths of every part a loader reads (one line each, so a new part is one line here).
+PARTS = [
+    *[(key,) for key in ("model", "param_store", "optimizer", "rng", "progress", "train_config")],
+    *[("model", key) for key in ("name", "class", "config", "state_dict")],
+    *[("param_store", key) for key in ("params", "constraints")],
+    *[("rng", key) for key in ("python", "numpy", "torch")],
+    *[("optimizer", key) for key in ("state", "param_groups")],
+]
+
+
+def _edited(path: Path, keys: tuple, value=None, delete: bool = False) -> None:
+    checkpoint = torch.load(path, weights_only=True)
+    parent = checkpoint
+    for key in keys[:-1]:
+        parent = parent[key]
+    if delete:
+        del parent[keys[-1]]
+    else:
+        parent[keys[-1]] = value
+    torch.save(checkpoint, path)
+
+
+@pytest.mark.parametrize("keys", PARTS, ids=".".join)
+@pytest.mark.parametrize("change", ["deleted", "wrong type"])
+def test_a_missing_or_mistyped_part_is_one_checkpoint_error(tmp_path, keys, change):
+    _, path = _saved(tmp_path)
+    # A wrong type for every part: a list where a dict, string or tensor belongs, and a
+    # string where a dict, list or None belongs.
+    original = load_checkpoint(path)
+    for key in keys:
+        original = original[key]
+    wrong = "oops" if isinstance(original, (dict, list, type(None))) else [1, 2]
+    if keys == ("model", "name"):
+        wrong = 3  # None is allowed (an unregistered model), a number is not
+    _edited(path, keys, wrong, delete=change == "deleted")
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert message.startswith(f"checkpoint {path} is damaged: its {'.'.join(keys)}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "keys, value, needle",
+    [
+        (("model", "state_dict", "linear.weight"), "w", "model.state_dict['linear.weight'] "
+                                                        "should be a tensor, but is a str"),
+        (("model", "config", "dataset"), 5, "model.config['dataset'] should be a dataset name"),
+        (("param_store", "constraints", "tiny$$$linear.bias"), "wobbly", "unknown constraint"),
+        (("param_store", "params", "extra"), torch.zeros(1), "'extra' in only one of"),
+        (("rng", "torch"), torch.zeros(3), "1-d uint8 tensor"),
+        (("rng", "python"), (3, (1, 2), None), "not a state of python's random module"),
+        (("optimizer", "param_groups"), ["lr"], "a list of dicts"),
+    ],
+)
+def test_a_wrong_entry_inside_a_part_is_named(tmp_path, keys, value, needle):
+    _, path = _saved(tmp_path)
+    _edited(path, keys, value)
+    with pytest.raises(CheckpointError, match="is damaged") as info:
+        load_model(path)
+    assert needle in str(info.value)
+
+
+def test_optional_none_optimizer_and_a_config_without_dataset_are_accepted(tmp_path):
+    path = save_checkpoint(tmp_path / "plain.pt", module=TinyNet())  # no optimizer
+    assert load_checkpoint(path)["optimizer"] is None
+    assert isinstance(load_model(path), TinyNet)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, bad):
+    _, path = _saved(tmp_path)
+    checkpoint = load_checkpoint(path)
+    checkpoint["model"]["state_dict"]["linear.bias"][1] = bad
+    torch.save(checkpoint, path)
+    with pytest.raises(CheckpointError, match=r"model.state_dict\['linear.bias'\] holds NaN"):
+        load_model(path)
+    load_checkpoint(path)  # the file itself is readable: only using the weights is refused
+
+
+def test_a_config_the_class_refuses_is_one_checkpoint_error(tmp_path):
+    _, path = _saved(tmp_path)
+    _edited(path, ("model", "config", "width"), -3)
+    with pytest.raises(CheckpointError, match="cannot rebuild 'test_checkpoint_mlp' from its "
+                                              "config"):
+        load_model(path)
+
+
+def test_fit_to_the_dataset_compares_size_kind_and_special_tokens():
+    from types import SimpleNamespace
+
+    from pyro_lnf.checkpoint import check_fits_dataset
+    from pyro_lnf.datasets import Vocab
+
+    vocab = Vocab(["<pad>", "<sos>", "<eos>", "a"], unk_index=None, pad_index=0, level="word")
+    text = SimpleNamespace(name="toy", kind="categorical", num_features=4, vocab=vocab)
+    check_fits_dataset({"kind": "categorical", "num_features": 4}, text, "m.pt")
+    check_fits_dataset({"vocab_size": 4, "pad_index": 0, "sos_index": 1, "eos_index": 2},
+                       text, "m.pt")
+    for config, needle in [
+        ({"kind": "categorical", "num_features": 51}, "the model has 51 symbols, the dataset 4"),
+        ({"kind": "binary", "num_features": 4}, "reads binary data, the dataset is categorical"),
+        ({"vocab_size": 4, "eos_index": 3}, "<eos> has id 3 in the model, 2 in the vocabulary"),
+    ]:
+        with pytest.raises(CheckpointError, match="m.pt does not fit dataset 'toy'") as info:
+            check_fits_dataset(config, text, "m.pt")
+        assert needle in str(info.value)

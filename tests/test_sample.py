@@ -157,12 +157,12 @@ def test_cli_bad_sample_options_are_one_line(jsb_checkpoint, tmp_path, monkeypat
     cases = [
         (["--format", "txt"], "--format txt needs a text model"),
         (["--interpolate", "0", "77"], "test sequence 77 does not exist"),
-        (["--tempo", "0"], "tempo must be a positive"),
-        (["--velocity", "200"], "velocity must be an integer in 1..127"),
-        (["--temperature", "-1"], "temperature must be positive"),
-        (["-n", "0"], "positive integer"),
-        (["--length", "0"], "at least 1"),
-        (["--steps", "1", "--interpolate", "0", "1"], "at least 2 steps"),
+        (["--tempo", "0"], "'--tempo': 0.0 is not in the range 1.0<=x<=1000.0"),
+        (["--velocity", "200"], "'--velocity': 200 is not in the range 1<=x<=127"),
+        (["--temperature", "-1"], "'--temperature': -1.0 is not in the range 1e-06<=x<=100.0"),
+        (["-n", "0"], "0 is not in the range 1<=x<=10000"),
+        (["--length", "0"], "0 is not in the range 1<=x<=100000"),
+        (["--steps", "1", "--interpolate", "0", "1"], "1 is not in the range 2<=x<=1000"),
     ]
     for extra, needle in cases:
         code, _, err = run_lnf(monkeypatch, capsys, "sample", str(jsb_checkpoint), *extra,

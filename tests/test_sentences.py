@@ -73,13 +73,15 @@ def test_homotopy_runs_between_the_two_encodings(latent):
 
 def test_bad_sentence_options_raise_config_errors():
     vae = tiny_vae("vmf")
-    with pytest.raises(ConfigError, match="positive integer"):
+    with pytest.raises(ConfigError, match="--num must be between 1 and 10000, got 0"):
         sample_sentences(vae, 0)
-    with pytest.raises(ConfigError, match="maximum sentence length"):
+    with pytest.raises(ConfigError, match="--length must be between 1 and 100000, got 0"):
         sample_sentences(vae, 2, max_length=0)
+    with pytest.raises(ConfigError, match=r"at most 1000000 steps in one batch, got 10000 x 101"):
+        sample_sentences(vae, 10_000, max_length=101)
     with pytest.raises(ConfigError, match="unknown decoding"):
         sample_sentences(vae, 2, decode="beam")
-    with pytest.raises(ConfigError, match="at least 2 steps"):
+    with pytest.raises(ConfigError, match="--steps must be between 2 and 1000, got 1"):
         interpolate_sentences(vae, torch.tensor([3, EOS]), torch.tensor([4, EOS]), 1)
     with pytest.raises(ConfigError, match="empty"):
         interpolate_sentences(vae, torch.tensor([], dtype=torch.long), torch.tensor([4, EOS]), 3)
@@ -125,7 +127,7 @@ def test_cli_samples_and_interpolates_sentences(tmp_path, data_dir, monkeypatch,
         (["--format", "midi"], "is a sentence VAE"),
         (["--temperature", "0.5"], "not to a sentence VAE"),
         (["--interpolate", "0", "99999"], "test sentence 99999 does not exist"),
-        (["--length", "0"], "maximum sentence length"),
+        (["--length", "0"], "'--length': 0 is not in the range 1<=x<=100000"),
     ]:
         code, _, err = run_lnf(monkeypatch, capsys, "sample", str(checkpoint), *extra,
                                "--out", str(tmp_path / "never"))
