@@ -181,12 +181,13 @@ class RestrictedUnpickler(pickle.Unpickler):
     ``_codecs.encode``, how Python 3 stores bytes at protocol 2. Anything else raises
     :class:`~pyro_lnf.errors.DatasetError` naming the global, before it is called.
 
-    Each allowed call is charged the size of its arguments against ``budget``: a few bytes of
+    Each allowed call is charged the size of what it builds against ``budget``: a few bytes of
     pickle can call ``frozenset(L)`` on one shared list ``L`` again and again, each call
-    building a copy, so without a budget a tiny file can fill the memory. A genuine file spends
-    two units a note (a numpy scalar from 8 bytes); the budget is four. What the opcodes build
-    on their own is bounded by the size of the file (one reference or object per byte at most),
-    which the download caps.
+    building a copy, so without a budget a tiny file can fill the memory. The original pickles
+    spend two units a note (a numpy scalar from 8 bytes; their steps are tuples) and are given
+    four; a re-pickled file whose steps are sets built by calls (protocols 0-3) costs about ten
+    a note and is refused. What the opcodes build on their own is bounded by the size of the
+    file (one reference or object per byte at most), which the download caps.
 
     Example::
 
@@ -228,9 +229,13 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def _charged(self, make: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any) -> Any:
-            # one unit a call, an element of a container and 8 bytes of a string
-            cost = 1 + sum(len(a) for a in args if isinstance(a, _CONTAINERS))
+            # A unit is about a pointer: one a call, one an element of a list or tuple or 8
+            # bytes of a string; a set built from an element costs a hash-table slot and more
+            # (about 100 bytes measured), so eight.
+            cost = 1 + sum(len(a) for a in args if isinstance(a, (list, tuple)))
             cost += sum(len(a) // 8 for a in args if isinstance(a, (str, bytes)))
+            if make in (set, frozenset):
+                cost += 7 * sum(len(a) for a in args if isinstance(a, _CONTAINERS))
             self._budget -= cost
             if self._budget < 0:
                 raise DatasetError(
