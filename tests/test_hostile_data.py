@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 from test_cli_datasets import _assert_one_line_error, _main
-from test_download import Mirror, files_under, mirror  # noqa: F401 (fixture)
+from test_download import Mirror, _tar, files_under, mirror  # noqa: F401 (fixture)
 
 from pyro_lnf.datasets import SPLITS, fetch_bytes, fetch_dataset, load_dataset, mirror_urls
 from pyro_lnf.datasets.download import Source
 from pyro_lnf.datasets.polyphonic import MUSIC, RestrictedUnpickler, content_sha256, read_songs, unpickle_songs
+from pyro_lnf.datasets.ptb import _MAX_MEMBERS, extract_ptb
 from pyro_lnf.errors import DatasetError, DownloadError
 
 # ------------------------------------------------------------------- pickles that unfold
@@ -345,3 +346,9 @@ def test_cli_one_line_for_damaged_data(
     code, err = _main(monkeypatch, capsys, "--data-dir", str(empty), "--fetch", "muse_data")
     _assert_one_line_error(code, err, "2096000 time steps")
     assert not empty.exists() or files_under(empty) == []
+
+
+def test_ptb_archive_of_endless_members_refused() -> None:
+    archive = _tar({f"junk/{i}": b"" for i in range(_MAX_MEMBERS + 1)})
+    with pytest.raises(DatasetError, match=f"more than {_MAX_MEMBERS} members"):
+        extract_ptb(archive)

@@ -57,6 +57,7 @@ ARCHIVE = Source(
     max_bytes=48 << 20,  # the archive is about 34 MB
 )
 _MAX_FILE_BYTES = 8 << 20  # the three text files are 0.4-5.1 MB; refuse absurd ones
+_MAX_MEMBERS = 1000  # the archive has a few dozen
 
 
 def ptb_path(split: str, data_dir: Path) -> Path:
@@ -191,7 +192,8 @@ def extract_ptb(
     unless ``verify=False``.
 
     Members are read by name into memory, never extracted by their archive paths, so a
-    hostile archive cannot write outside the data directory.
+    hostile archive cannot write outside the data directory; reading stops once the three are
+    found, and an archive of more than ``_MAX_MEMBERS`` members is refused.
 
     Raises:
         DatasetError: the archive is unreadable or lacks a file.
@@ -201,7 +203,14 @@ def extract_ptb(
     try:
         fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else archive
         with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
-            for member in tar:
+            for count, member in enumerate(tar):
+                if len(files) == len(SPLITS):
+                    break  # the rest of the archive is not needed
+                if count == _MAX_MEMBERS:  # tarfile remembers every member it has seen
+                    raise DatasetError(
+                        f"{source} has more than {_MAX_MEMBERS} members; it is not Mikolov's "
+                        "archive"
+                    )
                 name = member.name.removeprefix("./")
                 for split in SPLITS:
                     if name == f"simple-examples/data/ptb.{split}.txt" and member.isfile():
