@@ -352,3 +352,19 @@ def test_ptb_archive_of_endless_members_refused() -> None:
     archive = _tar({f"junk/{i}": b"" for i in range(_MAX_MEMBERS + 1)})
     with pytest.raises(DatasetError, match=f"more than {_MAX_MEMBERS} members"):
         extract_ptb(archive)
+
+
+def test_plausible_shape_of_full_chords_stops_at_the_note_count() -> None:
+    # MuseData's piece counts and lengths, every step all 88 keys: 23 million notes once
+    # unfolded, 17 times the published set; conversion stops at its note count.
+    spec = MUSIC["muse_data"]
+    step = tuple(range(21, 109))
+    songs = {s: [[step] * (f // n) for _ in range(n)] for s, n, f in zip(SPLITS, spec.split_sizes, spec.split_frames)}
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="more notes than the published dataset"):
+            unpickle_songs(pickle.dumps(songs, protocol=2), "x", spec)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 128 << 20, f"peak {peak / 2**20:.0f} MiB"
