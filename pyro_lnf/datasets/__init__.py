@@ -10,7 +10,7 @@ Example::
 
 from pyro_lnf.datasets.base import SPLITS, Dataset, Vocab, resolve_data_dir
 from pyro_lnf.datasets.batching import Batch, batch_indices, collate, iterate_batches
-from pyro_lnf.datasets.download import MIRROR_ENV, Source, fetch_bytes, mirror_urls
+from pyro_lnf.datasets.download import MIRROR_ENV, Source, fetch_bytes, fetch_file, mirror_urls
 from pyro_lnf.datasets.polyphonic import MUSIC, RestrictedUnpickler
 from pyro_lnf.datasets.registry import (
     DATASETS,
@@ -38,6 +38,7 @@ __all__ = [
     "collate",
     "fetch_bytes",
     "fetch_dataset",
+    "fetch_file",
     "get_spec",
     "iterate_batches",
     "load_dataset",

@@ -13,7 +13,9 @@ filter by default). Vocabulary: ``<unk>`` = 0 (PTB's own unknown-word token), ``
 ``<eos>`` included, by decreasing frequency: 10002 tokens.
 
 Missing files are extracted from Mikolov's ``simple-examples.tgz`` and each is checked against
-its known SHA-256.
+its known SHA-256. The loaders parse the text verbatim, so the canonical content of a split *is*
+its file: every load checks the file's SHA-256 (about 10 ms for the three) before parsing, and a
+substituted, edited, empty or re-encoded file is refused.
 
 References: T. Mikolov, "Statistical Language Models Based on Neural Networks", 2012
 (http://www.fit.vutbr.cz/~imikolov/rnnlm/); Z. M. Ziegler, A. M. Rush, "Latent Normalizing Flows
@@ -29,12 +31,13 @@ from collections import Counter
 from collections.abc import Sequence
 from itertools import repeat
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from pyro_lnf.datasets.base import SPLITS, Dataset, Vocab
-from pyro_lnf.datasets.download import Source, fetch_bytes, write_atomic
+from pyro_lnf.datasets.download import Source, fetch_file, read_known, write_atomic
 from pyro_lnf.errors import ChecksumError, ConfigError, DatasetError
 
 UNK, PAD, SOS, EOS = "<unk>", "<pad>", "<sos>", "<eos>"
@@ -46,9 +49,15 @@ PTB_SHA256 = {
     "test": "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
 }
 ARCHIVE = Source(
-    "simple-examples.tgz", ("http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz",)
+    "simple-examples.tgz",
+    tuple(
+        f"{scheme}://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+        for scheme in ("https", "http")
+    ),
+    max_bytes=48 << 20,  # the archive is about 34 MB
 )
-_MAX_MEMBER_BYTES = 64 << 20  # the three text files are 0.4-5 MB; refuse absurd members
+_MAX_FILE_BYTES = 8 << 20  # the three text files are 0.4-5.1 MB; refuse absurd ones
+_MAX_MEMBERS = 1000  # the archive has a few dozen
 
 
 def ptb_path(split: str, data_dir: Path) -> Path:
@@ -57,18 +66,9 @@ def ptb_path(split: str, data_dir: Path) -> Path:
 
 
 def _read_lines(split: str, data_dir: Path, name: str) -> list[str]:
-    path = ptb_path(split, data_dir)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except FileNotFoundError:
-        raise DatasetError(
-            f"{path} is missing; run `lnf datasets --fetch {name}` or pass download=True"
-        ) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DatasetError(
-            f"{path} is not readable UTF-8 text ({err}); delete it and fetch it again"
-        ) from None
+    hint = f"run `lnf datasets --fetch {name}` or pass download=True"
+    data = read_known(ptb_path(split, data_dir), PTB_SHA256[split], _MAX_FILE_BYTES, hint)
+    lines = data.decode("utf-8").split("\n")  # ASCII: the checksum guarantees it decodes
     if lines[-1] == "":  # the newline that ends the last line
         lines.pop()
     return lines
@@ -186,13 +186,14 @@ def load_ptb_words(data_dir: Path, max_length: int | None = None) -> Dataset:
 
 
 def extract_ptb(
-    archive: bytes, source: str = ARCHIVE.filename, *, verify: bool = True
+    archive: bytes | BinaryIO, source: str = ARCHIVE.filename, *, verify: bool = True
 ) -> dict[str, bytes]:
     """The three ``ptb.{split}.txt`` files of ``simple-examples.tgz``, each checked by SHA-256
     unless ``verify=False``.
 
     Members are read by name into memory, never extracted by their archive paths, so a
-    hostile archive cannot write outside the data directory.
+    hostile archive cannot write outside the data directory; reading stops once the three are
+    found, and an archive of more than ``_MAX_MEMBERS`` members is refused.
 
     Raises:
         DatasetError: the archive is unreadable or lacks a file.
@@ -200,12 +201,20 @@ def extract_ptb(
     """
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
-            for member in tar:
+        fileobj = io.BytesIO(archive) if isinstance(archive, bytes) else archive
+        with tarfile.open(fileobj=fileobj, mode="r:*") as tar:
+            for count, member in enumerate(tar):
+                if len(files) == len(SPLITS):
+                    break  # the rest of the archive is not needed
+                if count == _MAX_MEMBERS:  # tarfile remembers every member it has seen
+                    raise DatasetError(
+                        f"{source} has more than {_MAX_MEMBERS} members; it is not Mikolov's "
+                        "archive"
+                    )
                 name = member.name.removeprefix("./")
                 for split in SPLITS:
                     if name == f"simple-examples/data/ptb.{split}.txt" and member.isfile():
-                        if member.size > _MAX_MEMBER_BYTES:
+                        if member.size > _MAX_FILE_BYTES:
                             raise DatasetError(f"{source}: {name} is {member.size} bytes, not PTB")
                         handle = tar.extractfile(member)
                         assert handle is not None  # a regular file always has a handle
@@ -240,10 +249,11 @@ def fetch_ptb(
     """Download ``simple-examples.tgz`` and write the missing ``ptb/{split}.txt`` files.
 
     The archive has no known checksum; ``verify`` checks each extracted file against the SHA-256
-    of the standard PTB text instead. Nothing is written unless all three files pass.
+    of the standard PTB text instead (the loaders check it again in every case). Nothing is
+    written unless all three files pass.
     """
-    archive = fetch_bytes(ARCHIVE, mirrors, progress=progress, timeout=timeout)
-    files = extract_ptb(archive, verify=verify)
+    with fetch_file(ARCHIVE, mirrors, progress=progress, timeout=timeout) as archive:
+        files = extract_ptb(archive, verify=verify)
     written = []
     for split in SPLITS:
         path = ptb_path(split, data_dir)
