@@ -81,15 +81,27 @@ figure() {
     case "$1" in
         cuda-tests) grep -Eo '[0-9]+ (passed|failed|skipped|error).* in ' "$log" | tail -n 1 | sed 's/ in $//' ;;
         sample-speed)  # the table row "| IAF/SCF | T | B | runs | s | speed-up | ..."
-            awk -F'|' '$2 ~ /IAF\/SCF/ { gsub(/ /, "", $3); gsub(/ /, "", $4); gsub(/ /, "", $7);
-                print "IAF/SCF speed-up over the LSTM " $7 " (T=" $3 ", B=" $4 ")" }' "$log" | tail -n 1 ;;
-        train-speed)
-            if [ "$SMALL" = 1 ]; then
-                grep -Eo 'peak memory [0-9.]+ GiB' "$log" | tail -n 1
-            else  # rich table rows: │ model │ params │ s/step │ frames/s │ ...
-                awk -F'│' '$2 ~ /afaf|iafscf|lstm/ { gsub(/ /, "", $2); gsub(/ /, "", $5);
-                    printf "%s%s %s fps", sep, $2, $5; sep = ", " }' "$log"
-            fi ;;
+            "$PY" - "$log" <<'EOF' 2>/dev/null
+import sys
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    if cells[0] == "IAF/SCF" and len(cells) >= 6:
+        print(f"IAF/SCF speed-up over the LSTM {cells[5]} (T={cells[1]}, B={cells[2]})")
+EOF
+            ;;
+        train-speed)  # --small: one line; else rich's table rows "│ afaf │ params │ s/step │ fps │"
+            "$PY" - "$log" "$SMALL" <<'EOF' 2>/dev/null
+import re, sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+if sys.argv[2] == "1":
+    found = re.findall(r"peak memory [0-9.]+ GiB", text)
+    print(found[-1] if found else "")
+else:  # box-drawing or, off a UTF-8 locale, ASCII separators
+    rows = [[c.strip() for c in re.split("[│|]", line)[1:-1]] for line in text.splitlines()]
+    print(", ".join(f"{r[0]} {r[3]} frames/s" for r in rows
+                    if len(r) > 3 and r[0] in ("afaf", "afscf", "iafscf", "lstm")))
+EOF
+            ;;
         jsb-afaf)
             "$PY" - "$WORK/jsb/results.json" <<'EOF' 2>/dev/null
 import json, sys
