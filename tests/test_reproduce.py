@@ -1,0 +1,131 @@
+"""benchmarks/reproduce.py and benchmarks/gpu_check.sh, end to end on CPU with tiny models.
+
+Both scripts drive ``lnf`` as a subprocess, so these tests do too. The sizes are the smallest
+that still train: one epoch of JSB Chorales in 3 steps of 100 sequences.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+SCRIPT = [sys.executable, str(REPO / "benchmarks" / "reproduce.py")]
+TINY = ["--", "--hidden-size", "8", "--latent-dim", "4", "--flow-layers", "1",
+        "--batch-size", "100", "--nll-every", "0"]
+
+
+def run(command: list[str], data_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = dict(os.environ, LNF_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def reproduce(out: Path, data_dir: Path, *options: str) -> subprocess.CompletedProcess:
+    return run([*SCRIPT, "--dataset", "jsb_chorales", "--out", str(out), "--samples", "2",
+                "--eval-batch-size", "80", *options, *TINY], data_dir)
+
+
+def row(table: str, label: str) -> list[str]:
+    line = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_table_then_rerun_skips(tmp_path, data_dir):
+    options = ["--models", "afaf,lstm", "--epochs", "1", "--kl-initial-zero", "0",
+               "--kl-rampup", "0"]
+    first = reproduce(tmp_path, data_dir, *options)
+    assert first.returncode == 0, first.stderr
+    table = (tmp_path / "results.md").read_text()
+    afaf, lstm = row(table, "AF/AF"), row(table, "LSTM (exact)")
+    for cells, paper in ((afaf, "6.53"), (lstm, "8.17")):
+        assert all(float(x) > 0 for x in cells[1:4])  # NLL, per frame, -ELBO
+        assert cells[4] == "1 (best 1)" and cells[6] == "cpu" and cells[8] == paper
+        assert cells[7].split("+")[0] in subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
+    state = json.loads((tmp_path / "results.json").read_text())
+    assert state["models"]["lstm"]["evaluation"]["results"]["model"] == "lstm"
+    assert state["protocol"]["lnf_train_extra"] == TINY[1:]
+
+    metrics = (tmp_path / "afaf" / "metrics.jsonl").read_text()
+    best = (tmp_path / "afaf" / "best.pt").stat().st_mtime_ns
+    second = reproduce(tmp_path, data_dir, *options)
+    assert second.returncode == 0, second.stderr
+    assert second.stderr.count("not retrained") == 2
+    assert second.stderr.count("already evaluated") == 2
+    assert (tmp_path / "afaf" / "metrics.jsonl").read_text() == metrics
+    assert (tmp_path / "afaf" / "best.pt").stat().st_mtime_ns == best
+    assert (tmp_path / "results.md").read_text() == table
+
+
+def test_budget_stops_with_sigterm_then_rerun_resumes(tmp_path, data_dir):
+    # 1000 epochs cannot fit in 15 s: the budget must stop the run, and lnf must save.
+    first = reproduce(tmp_path, data_dir, "--models", "afaf", "--epochs", "1000",
+                      "--budget", "15s")
+    assert first.returncode == 0, first.stderr
+    log = (tmp_path / "afaf" / "train.log").read_text()
+    assert "interrupted by SIGTERM" in log and (tmp_path / "afaf" / "last.pt").exists()
+    cells = row((tmp_path / "results.md").read_text(), "AF/AF")
+    reached = len((tmp_path / "afaf" / "metrics.jsonl").read_text().splitlines())
+    # The preset's KL schedule (20 + 15 epochs) is not over: no best.pt, last.pt evaluated.
+    assert cells[4] == f"{reached} of 1000, budget-limited (last.pt: no best.pt yet)"
+    assert float(cells[1]) > 0
+
+    second = reproduce(tmp_path, data_dir, "--models", "afaf", "--epochs", str(reached + 1))
+    assert second.returncode == 0, second.stderr
+    assert "resuming" in second.stderr
+    lines = (tmp_path / "afaf" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == list(range(reached + 1))
+    assert row((tmp_path / "results.md").read_text(), "AF/AF")[4].startswith(f"{reached + 1} (")
+
+
+@pytest.mark.parametrize("options", [
+    ["--dataset", "mnist"],
+    ["--dataset", "jsb_chorales", "--models", "afaf,rnn"],
+    ["--dataset", "jsb_chorales", "--budget", "soon"],
+    ["--dataset", "jsb_chorales", "--samples", "0"],
+    ["--dataset", "jsb_chorales", "--", "--out", "elsewhere"],
+])
+def test_bad_input_is_one_line(tmp_path, data_dir, options):
+    result = run([*SCRIPT, "--out", str(tmp_path / "r"), *options], data_dir)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+def test_failed_lnf_is_one_line(tmp_path, data_dir):
+    result = run([*SCRIPT, "--dataset", "jsb_chorales", "--models", "lstm", "--out",
+                  str(tmp_path), "--", "--hidden-size", "-3"], data_dir)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: lnf train for lstm failed")
+    assert "Traceback" not in result.stderr
+
+
+needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                                reason="gpu_check.sh needs bash and coreutils' timeout")
+
+
+@needs_bash
+def test_gpu_check_small_on_cpu(data_dir):
+    # About 25 s on two shared cores: four parts at tiny sizes, one summary.
+    result = run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--small",
+                  "--budget", "240"], data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout[result.stdout.index("gpu_check: device cpu"):]
+    for part in ("cuda-tests", "sample-speed", "train-speed", "jsb-afaf"):
+        assert f"| {part:<12} | ok " in summary
+    assert "IAF/SCF speed-up over the LSTM" in summary and "test NLL" in summary
+
+
+@needs_bash
+def test_gpu_check_reports_a_spent_budget(data_dir):
+    result = run(["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--small",
+                  "--budget", "0"], data_dir)
+    assert result.returncode == 1
+    assert result.stdout.count("skipped (budget spent)") == 4
