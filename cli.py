@@ -139,12 +139,20 @@ _DATA_DIR = click.option(
 @click.option(
     "--transform", type=click.Choice(["nlsq", "affine"]), help="Elementwise map of the flows."
 )
-@click.option("--flow-layers", type=int, help="Flow layers over the latent dimension (K).")
-@click.option("--latent-dim", type=int, help="Size of each z_t (paper: 50).")
-@click.option("--hidden-size", type=int, help="LSTM width (paper: 500).")
+# Model sizes are bounded far above the papers' so that a typo fails here, not in an
+# allocation of terabytes (or a 100,000-layer flow that fills the memory).
+@click.option(
+    "--flow-layers", type=click.IntRange(1, 64), help="Flow layers over the latent dimension (K)."
+)
+@click.option("--latent-dim", type=click.IntRange(1, 4096), help="Size of each z_t (paper: 50).")
+@click.option("--hidden-size", type=click.IntRange(1, 8192), help="LSTM width (paper: 500).")
 @click.option("--dropout", type=float, help="Dropout (flows: on the prior LSTM context).")
 @click.option("--latent", type=click.Choice(["gaussian", "vmf"]), help="VAE latent family.")
-@click.option("--kappa", type=float, help="Fixed vMF concentration (preset: Xu & Durrett's).")
+@click.option(
+    "--kappa",
+    type=click.FloatRange(0, 1e4, min_open=True),
+    help="Fixed vMF concentration (preset: Xu & Durrett's).",
+)
 @click.option("--decoder", type=click.Choice(["standard", "inputless"]), help="svae decoder.")
 @click.option("--jit/--no-jit", default=None, help="Compile the ELBO with JitTrace_ELBO.")
 @click.option("--seed", type=int, help="Seed of the initial weights and every draw (default 0).")

@@ -224,7 +224,7 @@ _INT_BOUNDS: dict[str, tuple[int, int, bool]] = {
     "nll_every": (0, 100_000, False),
     "nll_samples": (1, 100_000, False),
     "checkpoint_every": (0, 1_000_000_000, False),
-    "seed": (0, 2**63 - 1, False),
+    "seed": (0, 2**32 - 1, False),  # numpy's seed range (pyro.set_rng_seed seeds numpy)
 }
 #: The same for the real-valued options (``nan`` and ``inf`` fail every bound).
 _FLOAT_BOUNDS: dict[str, tuple[float, float, bool]] = {

@@ -1,4 +1,4 @@
-"""Bad input to `lnf evaluate`, `lnf sample` and `lnf plot`: each case is one line of the
+"""Bad input to `lnf train`, `lnf evaluate`, `lnf sample` and `lnf plot`: each case is one line of the
 table below, and each must end in exactly one line on stderr starting with "error:", a
 non-zero exit status (2: click refused an option, 1: the library refused the input) and no
 traceback. The options are checked before any model is sampled or evaluated."""
@@ -78,6 +78,24 @@ CASES = [
     ("sample {jsb} --out {file}", "is a file", 2),
     ("sample {dir} --out {out}", "is a directory", 2),
     ("sample {jsb} --out {out} --length x", "'x' is not a valid integer", 2),
+    # lnf train: sizes, ranges and resumes ({T} is `train --model afaf --dataset jsb_chorales`)
+    ("{T} --out {out} --hidden-size 1000000000", "1000000000 is not in the range 1<=x<=8192", 2),
+    ("{T} --out {out} --flow-layers 100000", "100000 is not in the range 1<=x<=64", 2),
+    ("{T} --out {out} --latent-dim 0", "0 is not in the range 1<=x<=4096", 2),
+    ("train --model svae --dataset ptb_words --out {out} --kappa -1",
+     "-1.0 is not in the range 0<x<=10000.0", 2),
+    ("{T} --out {out} --batch-size 999999999999",
+     "batch_size must be an integer from 1 to 100000, got 999999999999", 1),
+    ("{T} --out {out} --epochs -1", "epochs must be an integer from 0 to 100000, got -1", 1),
+    ("{T} --out {out} --lr nan", "lr must be from 0 to 1000, got nan", 1),
+    ("{T} --out {out} --lr inf", "lr must be from 0 to 1000, got inf", 1),
+    ("{T} --out {out} --seed 4294967296", "seed must be an integer from 0 to 4294967295", 1),
+    ("{T} --out {out} --checkpoint-every 0", "'0' is neither a number of steps", 2),
+    ("{T} --out {out} --checkpoint-every 1e9m", "nor of minutes (e.g. 10m; at most a week)", 2),
+    ("{T} --out {out} --device meta", "device 'meta' is not supported", 1),
+    ("{T} --out {file}", "is a file", 2),
+    ("{T} --out {out} --resume", "never/last.pt does not exist", 1),
+    ("{T} --out {jsb_run} --resume", "is truncated, corrupt or unsafe to load", 1),
     # lnf plot
     ("plot {file}", "is a file", 2),
     ("plot {corrupt_run}", "metrics.jsonl, line 2: not valid JSON", 1),
@@ -130,6 +148,9 @@ def bad_files(tmp_path_factory, data_dir) -> dict[str, str]:
     text = LatentFlowModel(kind="categorical", num_features=60, max_length=20,
                            lengths=[4, 9, 15], prior="iafscf", dataset="ptb_char", **TINY)
     files["ptb_other_vocab"] = save_checkpoint(root / "ptb60.pt", module=text)
+    (root / "jsb_run").mkdir()  # a run folder whose last.pt is a torn copy of a checkpoint
+    (root / "jsb_run" / "last.pt").write_bytes(Path(good).read_bytes()[:1000])
+    files["jsb_run"] = root / "jsb_run"
     for name, content in [("corrupt_run", b'{"epoch": 0}\n{"epoch": 1, "train_loss": \n'),
                           ("binary_run", b"\xff\xfe\x00\x01 not text\n")]:
         (root / name).mkdir()
@@ -142,6 +163,7 @@ def bad_files(tmp_path_factory, data_dir) -> dict[str, str]:
 def test_bad_input_is_one_line(command, needle, status, bad_files, data_dir, monkeypatch,
                                capsys):
     monkeypatch.setenv("LNF_DATA_DIR", str(data_dir))
+    command = command.replace("{T}", "train --model afaf --dataset jsb_chorales")
     args = [arg.format(**bad_files) for arg in command.split()]
     code, _, err = run_lnf(monkeypatch, capsys, *args)
     lines = err.strip().splitlines()
