@@ -402,8 +402,11 @@ def _check_parts(payload: Mapping[str, Any], path: Path) -> None:
 
 def _check_rng(rng: Any) -> None:
     """The generator states :func:`set_rng_state` restores, shaped as :func:`get_rng_state`
-    writes them (python's and numpy's Mersenne Twisters hold 625 and 624 words)."""
-    _str_keyed(rng, "rng")
+    writes them (python's and numpy's Mersenne Twisters hold 625 and 624 words). An empty
+    dict is a checkpoint of weights only (``save_checkpoint(..., rng={})``): it loads, but a
+    run cannot resume from it."""
+    if not _str_keyed(rng, "rng"):
+        return
     python = _need(rng.get("python", _MISSING), (tuple, list), "rng.python", "a 3-tuple")
     if len(python) != 3 or not isinstance(python[0], int) or not isinstance(
         python[1], (tuple, list)) or len(python[1]) != 625 or not isinstance(

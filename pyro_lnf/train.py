@@ -636,6 +636,11 @@ class _Run:
         if config.resume:
             path = out / LAST
             checkpoint = load_checkpoint(path, map_location=self.device)
+            if checkpoint["optimizer"] is None or not checkpoint["rng"]:
+                raise CheckpointError(
+                    f"checkpoint {path} holds weights only (no optimizer or generator states), "
+                    "so a run cannot continue from it exactly; train into another --out"
+                )
             _check_resumable(checkpoint, self.module, config, path)
             self.module.load_state_dict(checkpoint["model"]["state_dict"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])

@@ -21,7 +21,7 @@ import torch
 
 import pyro_lnf.checkpoint
 from conftest import REPO
-from pyro_lnf.checkpoint import load_checkpoint
+from pyro_lnf.checkpoint import load_checkpoint, load_model, save_checkpoint
 from pyro_lnf.errors import CheckpointError, DivergenceError, FolderLockedError, TrainingInterrupted
 from pyro_lnf.io import FolderLock
 from pyro_lnf.train import BEST, LAST, train
@@ -317,3 +317,10 @@ def test_lnf_train_signalled_mid_epoch_resumes_bit_identical(tmp_path, data_dir,
     assert final["progress"]["step"] == uninterrupted["progress"]["step"]
     for key, value in uninterrupted["model"]["state_dict"].items():
         assert torch.equal(final["model"]["state_dict"][key], value), key
+
+
+def test_a_weights_only_checkpoint_loads_but_is_not_resumed(tmp_path):
+    save_checkpoint(tmp_path / LAST, module=Toy(), rng={})  # weights, no optimizer or RNG
+    assert isinstance(load_model(tmp_path / LAST), Toy)
+    with pytest.raises(CheckpointError, match="holds weights only .* train into another --out"):
+        train(Toy(), source, None, replace(CONFIG, out=str(tmp_path), resume=True))
