@@ -14,6 +14,8 @@ importance-sampled NLL time per JSB validation sequence. Compare with
     python benchmarks/train_speed.py --nll-only           # the IS NLL timing alone
     python benchmarks/train_speed.py --nll-only --checkpoint runs/jsb-afaf/best.pt
     python benchmarks/train_speed.py --iaf-budget         # where IAF/SCF's step time goes
+    python benchmarks/train_speed.py --batch-sizes 5,15,32,64 [--dataset nottingham]
+                                                          # AF/AF frames/s against batch size
 """
 
 from __future__ import annotations
@@ -107,17 +109,23 @@ def time_interleaved(module, batches, loss_fns: dict, device, repeats: int) -> d
         batch = batches[i % len(batches)]
         order = list(loss_fns) if i % 2 else list(reversed(loss_fns))
         for name in order:
-            sync(device)
-            start = time.perf_counter()
-            loss = loss_fns[name](batch) / (batch.lengths + 1).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 0.25)
-            optimizer.step()
-            sync(device)
+            seconds = timed_step(module, optimizer, loss_fns[name], batch, device)
             if i >= 2:
-                times[name].append(time.perf_counter() - start)
+                times[name].append(seconds)
     return times
+
+
+def timed_step(module, optimizer, loss_fn, batch, device) -> float:
+    """Seconds of one training step: loss per unit, backward, clipping at 0.25, the update."""
+    sync(device)
+    start = time.perf_counter()
+    loss = loss_fn(batch) / (batch.lengths + 1).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(module.parameters(), 0.25)
+    optimizer.step()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def peak_memory_mib(device: torch.device) -> float:
@@ -149,6 +157,12 @@ def main() -> None:
         action="store_true",
         help="only: IAF/SCF's sequential density loop against the time the 3x target leaves it",
     )
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="only: AF/AF frames per second at these batch sizes (e.g. 5,15,32,64), interleaved",
+    )
+    parser.add_argument("--dataset", default="jsb_chorales", help="with --batch-sizes")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -158,6 +172,11 @@ def main() -> None:
     if args.nll_only:
         jsb = load_dataset("jsb_chorales", data_dir=args.data_dir)
         importance_sampling_time(jsb, device, args.checkpoint)
+        return
+    if args.batch_sizes:
+        sizes = [int(size) for size in args.batch_sizes.split(",")]
+        batch_size_speed(load_dataset(args.dataset, data_dir=args.data_dir), sizes, device,
+                         4 if args.quick else 8)
         return
     if args.iaf_budget:
         iaf_budget(load_dataset("jsb_chorales", data_dir=args.data_dir), device, args.quick)
@@ -388,6 +407,42 @@ def iaf_budget(jsb, device: torch.device, quick: bool) -> None:
                   f"{1000 * rest / time_steps_total:.2f}")
     table.add_row("3x the authors: the whole step", f"{1000 * target_total / time_steps_total:.2f}")
     table.add_row("  which leaves the density loop", f"{1000 * budget:.2f}")
+    Console(width=150).print(table)
+
+
+def batch_size_speed(dataset, sizes: list[int], device: torch.device, repeats: int) -> None:
+    """AF/AF training throughput against batch size, on the shuffled training batches that
+    ``lnf train`` would draw (padding included in the cost, only real frames counted).
+
+    One model, one optimizer; each round takes one step at every batch size, in alternating
+    order, so the machine's drift falls on all sizes alike and their ratios can be trusted.
+    """
+    torch.manual_seed(0)
+    pyro.clear_param_store()
+    module = build_model("afaf", dataset).to(device).train()
+    elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
+    loss = lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0)  # noqa: E731
+    pools = {size: [b.to(device) for b in dataset.batches("train", size, seed=0)][: repeats + 2]
+             for size in sizes}
+    optimizer = make_optimizer(module, TrainConfig())
+    spent = dict.fromkeys(sizes, 0.0)
+    frames = dict.fromkeys(sizes, 0)
+    for i in range(repeats + 1):  # round 0 warms up every shape
+        for size in sizes if i % 2 else list(reversed(sizes)):
+            batch = pools[size][i % len(pools[size])]
+            seconds = timed_step(module, optimizer, loss, batch, device)
+            if i:
+                spent[size] += seconds
+                frames[size] += int(batch.lengths.sum())
+    table = Table(title=f"AF/AF on {dataset.name}, paper sizes: training throughput against "
+                        f"batch size ({repeats} steps each, interleaved)")
+    for col in ("batch", "frames/step", "s/step", "frames/s", "vs batch " + str(sizes[0])):
+        table.add_column(col, justify="right")
+    base = frames[sizes[0]] / spent[sizes[0]]
+    for size in sizes:
+        fps = frames[size] / spent[size]
+        table.add_row(str(size), f"{frames[size] / repeats:.0f}", f"{spent[size] / repeats:.2f}",
+                      f"{fps:.0f}", f"{fps / base:.2f}x")
     Console(width=150).print(table)
 
 
