@@ -326,3 +326,44 @@ def test_a_weights_only_checkpoint_loads_but_is_not_resumed(tmp_path):
     assert isinstance(load_model(tmp_path / LAST), Toy)
     with pytest.raises(CheckpointError, match="holds weights only .* train into another --out"):
         train(Toy(), source, None, replace(CONFIG, out=str(tmp_path), resume=True))
+
+
+# --- resuming another run's options ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def jsb_run(tmp_path_factory, data_dir):
+    """A finished one-epoch tiny AF/AF run on JSB Chorales, trained through lnf train."""
+    out = tmp_path_factory.mktemp("jsb") / "run"
+    run = _lnf_train(out, data_dir, "--epochs", "1", "--batch-size", "64")
+    assert run.wait(timeout=300) == 0, run.stderr.read()
+    return out
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (["--dataset", "nottingham"], "--dataset jsb_chorales (given nottingham)"),
+        (["--model", "afscf"], "--model afaf (given afscf)"),
+        (["--hidden-size", "16"], "--hidden-size 8 (given 16)"),
+        (["--transform", "affine"], "--transform nlsq (given affine)"),
+        (["--lr", "0.01"], "--lr 0.001 (given 0.01)"),
+        (["--batch-size", "32"], "--batch-size 64 (given 32)"),
+        (["--seed", "3"], "--seed 0 (given 3)"),
+    ],
+)
+def test_resume_refuses_another_dataset_model_or_option_naming_it(
+    jsb_run, data_dir, monkeypatch, capsys, change, named
+):
+    from test_sample import run_lnf
+
+    before = (jsb_run / LAST).read_bytes()
+    flag, value = change
+    options = {"--model": "afaf", "--dataset": "jsb_chorales", "--out": str(jsb_run),
+               "--data-dir": str(data_dir), "--epochs": "2", flag: value}
+    args = ["train", *[x for pair in options.items() for x in pair], "--resume", "--quiet"]
+    code, _, err = run_lnf(monkeypatch, capsys, *args)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"error: {jsb_run / LAST} is a run with ") and named in err, err
+    assert "--resume continues a run as it was" in err
+    assert (jsb_run / LAST).read_bytes() == before  # nothing trained, nothing written
