@@ -87,6 +87,14 @@ class CheckpointInterval(click.ParamType):
             )
 
 
+_DIST_TIMEOUT = click.option(
+    "--dist-timeout",
+    type=click.FloatRange(1, 7 * 24 * 3600),
+    default=300.0,
+    show_default=True,
+    help="Under torchrun: seconds a rank waits for the others before it exits with an error.",
+)
+
 _DATA_DIR = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -176,6 +184,7 @@ _DATA_DIR = click.option(
     help="Also write last.pt every N optimizer steps, or every N minutes with 'Nm' (e.g. 10m).",
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@_DIST_TIMEOUT
 @_DATA_DIR
 def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     """Train a model with the papers' per-dataset preset; any option overrides it.
@@ -185,12 +194,19 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     Examples: lnf train --model afaf --dataset jsb_chorales --out runs/jsb-afaf;
     lnf train --model nvdm --latent vmf --dataset 20news --out runs/nvdm-vmf
     """
+    from pyro_lnf.distributed import process_group
     from pyro_lnf.experiment import run_training
 
     every = options.pop("checkpoint_every")
     if every is not None:
         options["checkpoint_" + every[1]] = every[0]
-    summary = run_training(model, dataset, data_dir=data_dir, overrides=options)
+    timeout = options.pop("dist_timeout")
+    with process_group(options.get("device"), timeout) as (group, device):
+        if group is not None:  # torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
+            options["device"] = device
+        summary = run_training(model, dataset, data_dir=data_dir, overrides=options)
+    if group is not None and not group.main:
+        return
     best = "n/a" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4f}"
     ended = " (stopped early: the learning rate reached --min-lr)" if summary.stopped_early else ""
     click.echo(
@@ -244,6 +260,12 @@ def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
     help="Seed of the guide's draws.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object.")
+@click.option(
+    "--per-sequence",
+    is_flag=True,
+    help="With --json: add log_likelihood_per_sequence, each sequence's log p̂(x) in batch order.",
+)
+@_DIST_TIMEOUT
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     """Importance-sampled NLL and ELBO of a checkpoint on a split, every number labelled.
@@ -260,8 +282,15 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     from pyro_lnf.models.vae import PERPLEXITY_LABELS
     from pyro_lnf.runtime import keep_freed_memory
 
+    from pyro_lnf.distributed import process_group
+
     keep_freed_memory()  # K x B activations reuse pages instead of faulting in fresh ones
-    results = evaluate_checkpoint(checkpoint, quiet=as_json, **options)
+    timeout = options.pop("dist_timeout")
+    with process_group(options["device"], timeout) as (group, device):
+        options["device"] = device
+        results = evaluate_checkpoint(checkpoint, quiet=as_json, **options)
+    if group is not None and not group.main:  # under torchrun rank 0 alone prints
+        return
     if as_json:
         click.echo(json.dumps(results))
         return

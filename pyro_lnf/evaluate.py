@@ -282,7 +282,10 @@ def evaluate(
     *,
     chunk_size: int | None = 32,
     device: str | torch.device | None = None,
-) -> dict[str, float]:
+    seed: int | None = None,
+    group: Any = None,
+    per_sequence: bool = False,
+) -> dict[str, Any]:
     r"""Importance-sampled NLL and the ELBO of a model over a data set, in nats and bits.
 
     Runs ``module.model`` / ``module.guide`` at :math:`\beta = 1` in eval mode and without
@@ -303,29 +306,55 @@ def evaluate(
     :param num_samples: :math:`K` importance samples per sequence.
     :param chunk_size: samples per pass (memory ∝ chunk × batch × length).
     :param device: where to run; the module's device by default.
+    :param seed: seed batch ``i``'s draws with a hash of ``(seed, i)`` (:func:`batch_seed`), so
+        each sequence's figure depends on the seed and its batch, not on which rank evaluated
+        it; ``None``: draw from the generators as they are.
+    :param group: a :class:`pyro_lnf.distributed.Group`: rank ``r`` evaluates batches ``r, r +
+        W, ...`` and the per-batch sums are gathered and added in batch order, so with ``seed``
+        every figure is the same for any number of ranks.
+    :param per_sequence: also return ``log_likelihood_per_sequence``, the list of
+        :math:`\log \hat p_K(x)` in batch order.
     """
+    from pyro_lnf.distributed import all_gather
+
     if device is None:
         device = next(iter(module.parameters()), torch.empty(0)).device
-    totals = dict.fromkeys(("log_lik", "elbo", "rec", "kl", "units", "frames"), 0.0)
-    sequences = 0
+    rank, world = (0, 1) if group is None else (group.rank, group.world)
+    parts = []
     with evaluating(module):
-        for batch in batches:
+        for i, batch in enumerate(batches):
+            if i % world != rank:
+                continue
+            if seed is not None:
+                torch.manual_seed(batch_seed(seed, i))
             batch = batch.to(device)
             est = importance_sample(
                 module.model, module.guide, batch, 1.0, num_samples=num_samples,
                 chunk_size=chunk_size,
             )
-            totals["log_lik"] += est.log_likelihood.double().sum().item()
-            totals["elbo"] += est.elbo.double().sum().item()
-            totals["rec"] += est.reconstruction.double().sum().item()
-            totals["kl"] += est.kl.double().sum().item()
-            totals["units"] += module.normalizer(batch).double().sum().item()
-            totals["frames"] += batch.lengths.double().sum().item()
-            sequences += int(batch.lengths.shape[0])
+            log_lik = est.log_likelihood.double()
+            parts.append((i, (
+                log_lik.sum().item(),
+                est.elbo.double().sum().item(),
+                est.reconstruction.double().sum().item(),
+                est.kl.double().sum().item(),
+                module.normalizer(batch).double().sum().item(),
+                batch.lengths.double().sum().item(),
+                int(batch.lengths.shape[0]),
+            ), log_lik.tolist() if per_sequence else None))
+    gathered = sorted((p for ps in all_gather(parts, group) for p in ps), key=lambda p: p[0])
+    totals = dict.fromkeys(("log_lik", "elbo", "rec", "kl", "units", "frames"), 0.0)
+    sequences = 0
+    for _, sums, _ in gathered:  # in batch order: the same float sums for any world size
+        for key, value in zip(totals, sums[:6], strict=True):
+            totals[key] += value
+        sequences += sums[6]
     if sequences == 0:
         raise ConfigError("nothing to evaluate: the split has no sequences")
     units, frames = totals["units"], totals["frames"]
     nll = -totals["log_lik"]
+    extra = ({"log_likelihood_per_sequence": [x for _, _, xs in gathered for x in xs]}
+             if per_sequence else {})
     return {
         "sequences": sequences,
         "units": units,
@@ -341,4 +370,12 @@ def evaluate(
         "elbo_loss_nats_per_frame": -totals["elbo"] / frames,
         "reconstruction_nats_per_frame": totals["rec"] / frames,
         "kl_nats_per_frame": totals["kl"] / frames,
+        **extra,
     }
+
+
+def batch_seed(seed: int, index: int) -> int:
+    """The seed of batch ``index``'s draws in a seeded :func:`evaluate`."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])

@@ -60,6 +60,7 @@ import dataclasses
 import json
 import math
 import re
+import signal
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -74,6 +75,7 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pyro_lnf import distributed
 from pyro_lnf.checkpoint import (
     copy_checkpoint, get_rng_state, load_checkpoint, save_checkpoint, set_rng_state,
 )
@@ -506,18 +508,19 @@ def _truncate_lines(path: Path, keep: int) -> None:
 
 
 def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, epoch: int,
-              beta: float, device: torch.device) -> dict[str, Any]:
+              beta: float, device: torch.device,
+              group: distributed.Group | None = None) -> dict[str, Any]:
     """Validation −ELBO per unit at β(i) and at β = 1 (one pass: loss_β = rec + β·KL), and
     the IS NLL on the epochs ``nll_every`` selects."""
     ev = evaluate(module, valid, num_samples=config.particles, chunk_size=config.particles,
-                  device=device)
+                  device=device, group=group)
     record = {
         "valid_loss": ev["reconstruction_nats_per_unit"] + beta * ev["kl_nats_per_unit"],
         "valid_loss_beta1": ev["elbo_loss_nats_per_unit"],
         "valid_kl": ev["kl_nats_per_unit"],
     }
     if config.nll_every and (epoch + 1) % config.nll_every == 0:
-        nll = evaluate(module, valid, num_samples=config.nll_samples, device=device)
+        nll = evaluate(module, valid, num_samples=config.nll_samples, device=device, group=group)
         record["valid_nll"] = nll["nll_nats_per_unit"]
         record["valid_nll_samples"] = config.nll_samples
     return record
@@ -625,13 +628,25 @@ class _Run:
         self.wall0 = 0.0
         self.last_saved = time.perf_counter()
         self.checked_store = False
+        # Data-parallel under torchrun (pyro_lnf.distributed); rank 0 alone writes and prints.
+        self.group = distributed.current()
+        self.main = self.group is None or self.group.main
+        self.writes = self.out is not None and self.main
+        self.stop_agreed = False
+        self.parallel = None
+        if self.group is not None:
+            objective = self.objective
+            self.parallel = distributed.DataParallel(
+                module, lambda batch, beta: _step_loss(objective, batch, beta), self.group,
+                self.device, _Diverged,
+            )
 
     # -- start ---------------------------------------------------------------------------
 
     def start(self) -> None:
         """Resume from ``last.pt`` or start afresh, after clearing stale temporaries."""
         out, config = self.out, self.config
-        if out is not None:
+        if self.writes:
             remove_stale_temporaries(out)
         if config.resume:
             path = out / LAST
@@ -647,16 +662,17 @@ class _Run:
             self.state = _State(**checkpoint["progress"])
             if self.state.stopped_early:  # take the skipped drop if the min_lr given now allows
                 _drop_lr(self.state, self.optimizer, config)
-            self.pending_rng = checkpoint["rng"]
-            _truncate_lines(out / METRICS, self.state.metrics_lines)
+            self.pending_rng = distributed.rank_rng(checkpoint["rng"], self.group, path)
+            if self.writes:
+                _truncate_lines(out / METRICS, self.state.metrics_lines)
         else:
             if out is not None and (out / LAST).exists():
                 raise ConfigError(
                     f"{out} already holds a run ({LAST}); resume it or choose another output "
                     "directory"
                 )
-            pyro.set_rng_seed(config.seed)
-            if out is not None:
+            pyro.set_rng_seed(distributed.rank_seed(config.seed, self.group))
+            if self.writes:
                 _truncate_lines(out / METRICS, 0)
         self.wall0 = self.state.wall_s
 
@@ -671,25 +687,42 @@ class _Run:
 
     def save_last(self, rng: dict[str, Any] | None = None) -> None:
         self.state.wall_s = self.wall0 + time.perf_counter() - self.started
+        if self.group is not None:  # every rank's generators, to rank 0, which alone writes
+            rng = distributed.gather_rng(dict(rng or get_rng_state()), self.group)
+            if not self.main:
+                self.last_saved = time.perf_counter()
+                return
         save_checkpoint(self.out / LAST, module=self.module, optimizer=self.optimizer,
                         progress=dataclasses.asdict(self.state),
                         train_config=self.config.to_dict(), rng=rng)
         self.last_saved = time.perf_counter()
 
-    def checkpoint_due(self, n: int) -> bool:
+    def clock_due(self) -> bool:
+        config = self.config
+        return bool(config.checkpoint_minutes
+                    and time.perf_counter() - self.last_saved >= 60 * config.checkpoint_minutes)
+
+    def checkpoint_due(self, n: int, clock: bool | None = None) -> bool:
         """Whether ``--checkpoint-every`` asks for a ``last.pt`` after this optimizer step
-        (not at an epoch's last batch: the epoch's end writes one anyway)."""
+        (not at an epoch's last batch: the epoch's end writes one anyway). ``clock``: rank 0's
+        ``checkpoint_minutes`` verdict, agreed by every rank (``None``: read the clock here)."""
         config, state = self.config, self.state
         if self.out is None or state.batch >= n:
             return False
         by_steps = config.checkpoint_every and state.step % config.checkpoint_every == 0
-        by_time = (config.checkpoint_minutes
-                   and time.perf_counter() - self.last_saved >= 60 * config.checkpoint_minutes)
+        by_time = self.clock_due() if clock is None else clock
         return bool(by_steps or by_time)
+
+    def stop_pending(self) -> bool:
+        """A SIGINT or SIGTERM to act on: under torchrun, one any rank got, as agreed at the
+        last step (so every rank stops at the same one)."""
+        return self.stop_agreed if self.group is not None else self.stop.signum is not None
 
     def interrupted(self, n: int, rng: dict[str, Any] | None = None) -> TrainingInterrupted:
         """Save the exact position (with ``rng``, the generators as they were there) and
         describe the stop."""
+        if self.stop.signum is None:  # under torchrun: another rank got the signal
+            self.stop.signum = signal.SIGTERM
         state, where = self.state, f"epoch {self.state.epoch}, batch {self.state.batch}/{n}"
         if self.out is None:
             return TrainingInterrupted(
@@ -727,7 +760,8 @@ class _Run:
         cycle_units = None
         for j in range(state.batch, n):
             tick = time.perf_counter()
-            batch = batches[j].to(self.device)
+            whole = batches[j].to(self.device)
+            batch = distributed.shard(whole, self.group)  # this rank's sequences
             beta, _ = kl_schedule(epoch, j / n, i0, ramp)
             if j % config.grad_accum == 0:
                 optimizer.zero_grad(set_to_none=True)
@@ -737,14 +771,22 @@ class _Run:
                 start = j - j % config.grad_accum
                 cycle_units = sum(float(module.normalizer(b).sum())
                                   for b in batches[start:start + config.grad_accum])
-            units = module.normalizer(batch).sum()
+            units = module.normalizer(whole).sum()
+            at_step_end = (j + 1) % config.grad_accum == 0
             try:
-                loss, kl = _step_loss(self.objective, batch, beta)
+                if self.parallel is None:
+                    loss, kl = _step_loss(self.objective, batch, beta)
+                    (loss / cycle_units).backward()
+                    loss = loss.item()
+                else:  # the whole batch's loss and KL; every rank's stop and clock agreed
+                    loss, kl, stop_any, due_any = self.parallel.step(
+                        batch, beta, cycle_units, sync=at_step_end,
+                        stop=self.stop.signum is not None, due=self.main and self.clock_due(),
+                    )
+                    self.stop_agreed = stop_any
                 if not self.checked_store:
                     _check_param_store(module)
                     self.checked_store = True
-                (loss / cycle_units).backward()
-                at_step_end = (j + 1) % config.grad_accum == 0
                 if at_step_end:
                     _clip(module, config)
             except _Diverged as err:
@@ -753,17 +795,17 @@ class _Run:
             if at_step_end:
                 optimizer.step()
                 state.step += 1
-            sums["loss"] += loss.item()
+            sums["loss"] += loss
             sums["kl"] += math.nan if kl is None else kl
             sums["units"] += units.item()
-            sums["frames"] += batch.lengths.sum().item()
+            sums["frames"] += whole.lengths.sum().item()
             sums["train_s"] += time.perf_counter() - tick
             bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
                        kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
                        fps=sums["frames"] / max(sums["train_s"], 1e-9))
-            if at_step_end and self.stop.signum is not None and state.batch < n:
+            if at_step_end and self.stop_pending() and state.batch < n:
                 raise self.interrupted(n)
-            if at_step_end and self.checkpoint_due(n):
+            if at_step_end and self.checkpoint_due(n, None if self.group is None else due_any):
                 self.save_last()
         bar.remove_task(task)
 
@@ -785,9 +827,11 @@ class _Run:
             # Validation draws from the generators: a stop inside it is saved with them as
             # they were before it, so the resumed run validates with the same draws.
             rng = get_rng_state()
+            # Under torchrun every rank validates its share and a stop waits for the next step.
+            checked = valid if self.group is not None else self.stop.checked(valid)
             try:
-                record.update(_validate(self.module, self.stop.checked(valid), config, epoch,
-                                        beta_valid, self.device))
+                record.update(_validate(self.module, checked, config, epoch,
+                                        beta_valid, self.device, self.group))
             except StopRequested:
                 raise self.interrupted(n, rng) from None
             improved = _schedule(state, optimizer, config, epoch, record["valid_loss_beta1"], done)
@@ -797,13 +841,14 @@ class _Run:
         state.epoch, state.batch = epoch + 1, 0
         state.sums = dict.fromkeys(_SUMS, 0.0)
         if self.out is not None:
-            with open(self.out / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if self.writes:
+                with open(self.out / METRICS, "a") as f:
+                    f.write(json.dumps(record) + "\n")
             state.metrics_lines += 1
             self.save_last()  # first: whatever fails next, a resumable state is on disk
-            if improved:
+            if improved and self.writes:
                 copy_checkpoint(self.out / LAST, self.out / BEST)
-        if not config.quiet:
+        if not config.quiet and self.main:
             bar.console.print(_describe(record))
             if state.stopped_early:
                 bar.console.print(
@@ -835,8 +880,13 @@ def train(
     :raises TrainingInterrupted: SIGINT or SIGTERM (after saving ``last.pt``).
     """
     config.validate()
-    lock = FolderLock(config.out) if config.out is not None else contextlib.nullcontext()
-    with lock, deferred_signals() as stop:
+    group = distributed.current()
+    if group is not None and config.jit:
+        raise ConfigError("--jit is not supported under torchrun yet; train without it")
+    writer = config.out is not None and (group is None or group.main)
+    lock = FolderLock(config.out) if writer else contextlib.nullcontext()
+    errors = distributed.collective_errors() if group is not None else contextlib.nullcontext()
+    with errors, lock, deferred_signals() as stop:
         pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
         module.to(config.device)
         run = _Run(module, config, stop)
@@ -844,13 +894,13 @@ def train(
         valid = _batches(valid_batches, 0) if valid_batches is not None else []
         record: dict[str, Any] = {}
         state = run.state
-        with _progress(config.quiet) as bar:
+        with _progress(config.quiet or not run.main) as bar:
             while state.epoch < config.epochs and not state.stopped_early:
                 run.restore_rng(after_batches=False)
                 batches = _batches(train_batches, state.epoch)
                 run.restore_rng(after_batches=True)
                 run.train_epoch(batches, bar)
-                if stop.signum is not None:  # the epoch's last step: stop before validating
+                if run.stop_pending():  # the epoch's last step: stop before validating
                     raise run.interrupted(len(batches))
                 record = run.end_epoch(valid, len(batches), bar)
     return TrainSummary(
