@@ -95,6 +95,69 @@ _DIST_TIMEOUT = click.option(
     help="Under torchrun: seconds a rank waits for the others before it exits with an error.",
 )
 
+
+def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``--config FILE``: the file's options become the defaults of ``lnf train``'s options
+    (so the command line wins), each checked as if given there; options that ``lnf train``
+    has no flag for (a preset's patience, lr_decay, grad_clip, ...) are returned, to pass on
+    as overrides. Any problem is a one-line :class:`ConfigError` naming the file."""
+    if value is None:
+        return {}
+    from pyro_lnf.errors import ConfigError
+    from pyro_lnf.experiment import MODEL_OPTIONS
+    from pyro_lnf.records import read_config
+    from pyro_lnf.train import TrainConfig
+
+    options = read_config(value)
+    flags = {p.name: p for p in ctx.command.params if isinstance(p, click.Option)}
+    train_fields = set(TrainConfig.__dataclass_fields__) | set(MODEL_OPTIONS)
+    defaults, extras = {}, {}
+    for key, item in options.items():
+        if key in ("out", "resume", "config", "data_dir"):
+            raise ConfigError(f"{value}: {key!r} is given on the command line, not in a config file")
+        if key in ("checkpoint_every", "checkpoint_minutes", "log_every", "log_minutes"):
+            # Not the flags' N|Nm form: the two keys each; a flag given sets both, and wins.
+            extras[key] = _checked_number(value, key, item)
+            continue
+        if key in flags:
+            defaults[key] = _checked_flag(ctx, value, flags[key], item)
+        elif key in train_fields:
+            extras[key] = item  # TrainConfig.validate checks these
+        else:
+            raise ConfigError(f"{value}: unknown option {key!r}")
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return extras
+
+
+def _checked_number(path: str, key: str, item):
+    from pyro_lnf.errors import ConfigError
+
+    if isinstance(item, bool) or not isinstance(item, (int, float)):
+        raise ConfigError(f"{path}: {key} must be a number, not {item!r}")
+    return item
+
+
+def _checked_flag(ctx: click.Context, path: str, param: click.Option, item):
+    """A file's value for ``param``, of the JSON type its flag takes and within its range."""
+    from pyro_lnf.errors import ConfigError
+
+    kind = param.type
+    if param.is_flag or isinstance(kind, click.types.BoolParamType):
+        ok = isinstance(item, bool)
+    elif isinstance(kind, click.types.IntParamType):
+        ok = isinstance(item, int) and not isinstance(item, bool)
+    elif isinstance(kind, click.types.FloatParamType):
+        ok = isinstance(item, (int, float)) and not isinstance(item, bool)
+    else:
+        ok = isinstance(item, str)
+    if not ok:
+        raise ConfigError(f"{path}: {param.name} must be {kind.name}, not {item!r}")
+    try:
+        return param.type_cast_value(ctx, item)
+    except click.BadParameter as err:
+        raise ConfigError(f"{path}: {param.name}: {err.format_message()}") from None
+
+
 _DATA_DIR = click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
@@ -185,26 +248,56 @@ _DATA_DIR = click.option(
 )
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_DIST_TIMEOUT
+@click.option(
+    "--limit-batches",
+    type=click.IntRange(1, 10**9),
+    help="Only the first N batches of each epoch and of validation (quick checks).",
+)
+@click.option(
+    "--tensorboard",
+    is_flag=True,
+    default=None,
+    help="Also log scalars to --out/tensorboard (needs pyro-lnf[tensorboard]).",
+)
+@click.option(
+    "--log-every",
+    "log_every",
+    type=CheckpointInterval(),
+    help="Off a terminal: a progress line every N steps, or N minutes with 'Nm' (default 1m).",
+)
+@click.option(
+    "--config",
+    "config_extras",
+    type=click.Path(dir_okay=False),
+    is_eager=True,
+    callback=_read_config_file,
+    help="Options from a JSON file, e.g. a run's run.json (the command line wins).",
+)
 @_DATA_DIR
-def train(model: str, dataset: str, data_dir: str | None, **options) -> None:
+def train(model: str, dataset: str, data_dir: str | None, config_extras: dict, **options) -> None:
     """Train a model with the papers' per-dataset preset; any option overrides it.
 
     Ctrl-C or SIGTERM saves the exact position to last.pt and exits 130 / 143; --resume goes on.
 
     Examples: lnf train --model afaf --dataset jsb_chorales --out runs/jsb-afaf;
-    lnf train --model nvdm --latent vmf --dataset 20news --out runs/nvdm-vmf
+    lnf train --model nvdm --latent vmf --dataset 20news --out runs/nvdm-vmf;
+    lnf train --config runs/jsb-afaf/run.json --out runs/jsb-afaf-again
     """
     from pyro_lnf.distributed import process_group
     from pyro_lnf.experiment import run_training
 
-    every = options.pop("checkpoint_every")
-    if every is not None:
-        options["checkpoint_" + every[1]] = every[0]
+    for name in ("checkpoint", "log"):
+        every = options.pop(f"{name}_every")
+        if every is not None:  # steps or minutes: the other is off
+            options.update({f"{name}_every": 0, f"{name}_minutes": 0.0})
+            options[f"{name}_" + every[1]] = every[0]
     timeout = options.pop("dist_timeout")
+    options = {**config_extras, **{k: v for k, v in options.items() if v is not None}}
     with process_group(options.get("device"), timeout) as (group, device):
         if group is not None:  # torchrun: this rank's device (cuda:LOCAL_RANK or cpu)
             options["device"] = device
-        summary = run_training(model, dataset, data_dir=data_dir, overrides=options)
+        summary = run_training(model, dataset, data_dir=data_dir, overrides=options,
+                               command=["lnf", *sys.argv[1:]])
     if group is not None and not group.main:
         return
     best = "n/a" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4f}"
@@ -291,6 +384,7 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
         results = evaluate_checkpoint(checkpoint, quiet=as_json, **options)
     if group is not None and not group.main:  # under torchrun rank 0 alone prints
         return
+    _record_evaluation(checkpoint, results)
     if as_json:
         click.echo(json.dumps(results))
         return
@@ -311,6 +405,47 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
             value = results[key]
             table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value), label)
     Console(width=160).print(table)
+
+
+def _record_evaluation(checkpoint: str, results: dict) -> None:
+    """Keep the results in the run folder's evaluations.jsonl (for ``lnf runs``); a folder
+    that cannot be written costs a warning, not the evaluation."""
+    from pyro_lnf.records import record_evaluation
+
+    try:
+        record_evaluation(checkpoint, results, command=["lnf", *sys.argv[1:]])
+    except OSError as err:
+        click.echo(f"warning: results not recorded in the run folder: {err.strerror or err}",
+                   err=True)
+
+
+@lnf.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+def runs(run_dirs: tuple[str, ...]) -> None:
+    """One table of several runs: model, dataset, epochs, best validation figures, test NLL
+    (when `lnf evaluate` was run on a checkpoint in the folder) and wall-clock.
+
+    A folder that is not a run gets one line on stderr (and exit status 1) after the table.
+
+    Example: lnf runs runs/*
+    """
+    from rich.console import Console
+
+    from pyro_lnf.errors import ConfigError
+    from pyro_lnf.records import runs_table, summarize_run
+
+    summaries, errors = [], []
+    for folder in run_dirs:
+        try:
+            summaries.append(summarize_run(folder))
+        except ConfigError as err:
+            errors.append(str(err))
+    if summaries:
+        Console(width=80).print(runs_table(summaries))
+    for error in errors[:-1]:
+        click.echo(f"error: {error}", err=True)
+    if errors:
+        raise ConfigError(errors[-1])
 
 
 @lnf.command()

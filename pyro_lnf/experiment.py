@@ -116,6 +116,7 @@ def run_training(
     data_dir: str | None = None,
     download: bool = False,
     overrides: dict[str, Any] | None = None,
+    command: list[str] | None = None,
 ) -> TrainSummary:
     """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
 
@@ -124,6 +125,9 @@ def run_training(
     dataset, a model option or one that changes the sequence of updates) is refused, naming
     it. ``epochs``, ``min_lr``, the validation and checkpointing options and the device may
     change.
+
+    The run's ``run.json`` (:mod:`pyro_lnf.records`) records ``command``, the command line
+    that started it, when given.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if given.get("resume"):
@@ -140,6 +144,7 @@ def run_training(
         dataset_batches(dataset, "train", config, train=True),
         dataset_batches(dataset, "valid", config, train=False),
         config,
+        record=dict(model=model, dataset=dataset.name, overrides=given, command=command),
     )
 
 

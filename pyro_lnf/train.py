@@ -72,8 +72,7 @@ import numpy as np
 import pyro
 import torch
 from pyro.infer import JitTrace_ELBO, Trace_ELBO
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
 from pyro_lnf import distributed
 from pyro_lnf.checkpoint import (
@@ -83,6 +82,9 @@ from pyro_lnf.errors import CheckpointError, ConfigError, DivergenceError, Train
 from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
+from pyro_lnf.progress import PlainProgress, make_progress, tracked
+from pyro_lnf.records import describe, start_record
+from pyro_lnf.scalars import Scalars
 
 __all__ = [
     "BEST",
@@ -111,7 +113,7 @@ BatchSource = Callable[[int], Iterable[Any]] | Iterable[Any]
 # new --lr would otherwise be silently ignored.
 TRAJECTORY_OPTIONS = (
     "seed", "batch_size", "lr", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
-    "kl_rampup", "optimizer", "max_frames",
+    "kl_rampup", "optimizer", "max_frames", "limit_batches",
 )
 
 
@@ -148,6 +150,12 @@ class TrainConfig:
         updates (seed, batch size, learning rate, particles, accumulation, clipping, KL
         schedule, optimizer, max_frames) must match it, ``epochs`` may grow.
     :ivar quiet: no progress bars.
+    :ivar limit_batches: use only the first this many batches of every training epoch and of
+        validation, for quick checks (``None``: all); a trajectory option.
+    :ivar tensorboard: also log scalars to ``out/tensorboard`` (:mod:`pyro_lnf.scalars`; needs
+        the ``tensorboard`` extra).
+    :ivar log_every, log_minutes: off a terminal, a plain progress line every this many
+        optimizer steps (0: not by steps) or minutes (0: not by time).
     """
 
     epochs: int = 100
@@ -174,6 +182,10 @@ class TrainConfig:
     checkpoint_minutes: float = 0.0
     resume: bool = False
     quiet: bool = False
+    limit_batches: int | None = None
+    tensorboard: bool = False
+    log_every: int = 0
+    log_minutes: float = 1.0
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option and its bounds.
@@ -207,6 +219,10 @@ class TrainConfig:
         resolve_device(self.device)
         if self.resume and self.out is None:
             raise ConfigError("resume needs the run directory (out) that holds last.pt")
+        if self.tensorboard:
+            from pyro_lnf.scalars import require_tensorboard
+
+            require_tensorboard()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -227,6 +243,8 @@ _INT_BOUNDS: dict[str, tuple[int, int, bool]] = {
     "nll_samples": (1, 100_000, False),
     "checkpoint_every": (0, 1_000_000_000, False),
     "seed": (0, 2**32 - 1, False),  # numpy's seed range (pyro.set_rng_seed seeds numpy)
+    "limit_batches": (1, 1_000_000_000, True),
+    "log_every": (0, 1_000_000_000, False),
 }
 #: The same for the real-valued options (``nan`` and ``inf`` fail every bound).
 _FLOAT_BOUNDS: dict[str, tuple[float, float, bool]] = {
@@ -235,6 +253,7 @@ _FLOAT_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "lr_decay": (1.0, 1e6, False),
     "grad_clip": (0.0, 1e9, True),
     "checkpoint_minutes": (0.0, 7 * 24 * 60.0, False),
+    "log_minutes": (0.0, 7 * 24 * 60.0, False),
 }
 
 
@@ -509,18 +528,21 @@ def _truncate_lines(path: Path, keep: int) -> None:
 
 def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, epoch: int,
               beta: float, device: torch.device,
-              group: distributed.Group | None = None) -> dict[str, Any]:
+              group: distributed.Group | None = None,
+              track: Callable[[Iterable[Any], str], Iterable[Any]] = lambda b, what: b,
+              ) -> dict[str, Any]:
     """Validation −ELBO per unit at β(i) and at β = 1 (one pass: loss_β = rec + β·KL), and
-    the IS NLL on the epochs ``nll_every`` selects."""
-    ev = evaluate(module, valid, num_samples=config.particles, chunk_size=config.particles,
-                  device=device, group=group)
+    the IS NLL on the epochs ``nll_every`` selects; ``track(batches, what)`` shows each pass."""
+    ev = evaluate(module, track(valid, "  validation"), num_samples=config.particles,
+                  chunk_size=config.particles, device=device, group=group)
     record = {
         "valid_loss": ev["reconstruction_nats_per_unit"] + beta * ev["kl_nats_per_unit"],
         "valid_loss_beta1": ev["elbo_loss_nats_per_unit"],
         "valid_kl": ev["kl_nats_per_unit"],
     }
     if config.nll_every and (epoch + 1) % config.nll_every == 0:
-        nll = evaluate(module, valid, num_samples=config.nll_samples, device=device, group=group)
+        nll = evaluate(module, track(valid, f"  IS NLL (K={config.nll_samples})"),
+                       num_samples=config.nll_samples, device=device, group=group)
         record["valid_nll"] = nll["nll_nats_per_unit"]
         record["valid_nll_samples"] = config.nll_samples
     return record
@@ -556,21 +578,6 @@ def _drop_lr(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfi
         group["lr"] /= config.lr_decay
     state.bad_epochs = 0
     state.stopped_early = False
-
-
-def _progress(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("epoch {task.fields[epoch]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn(
-            "loss {task.fields[loss]:.4f}  KL {task.fields[kl]}  β {task.fields[beta]:.3g}  "
-            "{task.fields[fps]:.0f} frames/s"
-        ),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=quiet,
-    )
 
 
 #: Pyro's message when a distribution gets a parameter outside its constraint (a NaN or an
@@ -640,6 +647,7 @@ class _Run:
                 module, lambda batch, beta: _step_loss(objective, batch, beta), self.group,
                 self.device, _Diverged,
             )
+        self.scalars: Any = None  # pyro_lnf.scalars.Scalars with --tensorboard
 
     # -- start ---------------------------------------------------------------------------
 
@@ -747,14 +755,16 @@ class _Run:
 
     # -- one epoch -----------------------------------------------------------------------
 
-    def train_epoch(self, batches: list[Any], bar: Progress) -> None:
+    def train_epoch(self, batches: list[Any], bar: Progress | PlainProgress) -> None:
         """The epoch's remaining batches, from ``state.batch``; stops (with a save) at the
         first optimizer step after a signal."""
         module, config, state, optimizer = self.module, self.config, self.state, self.optimizer
         epoch, n = state.epoch, len(batches)
         i0, ramp = config.kl_initial_zero, config.kl_rampup
-        task = bar.add_task("train", total=n, completed=state.batch, epoch=epoch, loss=math.nan,
-                            kl="-", beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
+        task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=n, completed=state.batch,
+                            started_at=state.batch, after=(config.epochs - epoch - 1) * n,
+                            step=state.step, loss=math.nan, kl="-",
+                            beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
         module.train()
         sums = state.sums
         cycle_units = None
@@ -802,14 +812,20 @@ class _Run:
             sums["train_s"] += time.perf_counter() - tick
             bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
                        kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
-                       fps=sums["frames"] / max(sums["train_s"], 1e-9))
+                       fps=sums["frames"] / max(sums["train_s"], 1e-9), step=state.step)
+            if at_step_end and self.scalars is not None:
+                self.scalars.step(state.step, {
+                    "loss": loss / units.item(), "beta": beta,
+                    "kl": None if kl is None else kl / units.item(),
+                    "lr": optimizer.param_groups[0]["lr"]})
             if at_step_end and self.stop_pending() and state.batch < n:
                 raise self.interrupted(n)
             if at_step_end and self.checkpoint_due(n, None if self.group is None else due_any):
                 self.save_last()
         bar.remove_task(task)
 
-    def end_epoch(self, valid: list[Any], n: int, bar: Progress) -> dict[str, Any]:
+    def end_epoch(self, valid: list[Any], n: int,
+                  bar: Progress | PlainProgress) -> dict[str, Any]:
         """Validate, update the schedule, append the metrics line, write ``last.pt`` (then
         ``best.pt`` on a new best) and move to the next epoch."""
         config, state, optimizer = self.config, self.state, self.optimizer
@@ -831,7 +847,8 @@ class _Run:
             checked = valid if self.group is not None else self.stop.checked(valid)
             try:
                 record.update(_validate(self.module, checked, config, epoch,
-                                        beta_valid, self.device, self.group))
+                                        beta_valid, self.device, self.group,
+                                        track=lambda b, what: tracked(bar, b, len(valid), what)))
             except StopRequested:
                 raise self.interrupted(n, rng) from None
             improved = _schedule(state, optimizer, config, epoch, record["valid_loss_beta1"], done)
@@ -848,6 +865,8 @@ class _Run:
             self.save_last()  # first: whatever fails next, a resumable state is on disk
             if improved and self.writes:
                 copy_checkpoint(self.out / LAST, self.out / BEST)
+        if self.scalars is not None:
+            self.scalars.epoch(record)
         if not config.quiet and self.main:
             bar.console.print(_describe(record))
             if state.stopped_early:
@@ -863,6 +882,8 @@ def train(
     train_batches: BatchSource,
     valid_batches: BatchSource | None,
     config: TrainConfig,
+    *,
+    record: dict[str, Any] | None = None,
 ) -> TrainSummary:
     """Train ``module`` (a :class:`~pyro_lnf.models.base.LatentVariableModel`) in place.
 
@@ -871,6 +892,8 @@ def train(
     :param valid_batches: the same for validation (``None``: no validation, no best model and
         no learning-rate decay).
     :param config: the options; ``config.out`` receives checkpoints and metrics.
+    :param record: what ``out/run.json`` says beyond what ``train`` knows (``model``,
+        ``dataset``, ``overrides``, ``command``; see :mod:`pyro_lnf.records`).
     :returns: the run's :class:`TrainSummary`.
     :raises ConfigError: invalid options, or options that differ from the resumed run's.
     :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``, or a
@@ -892,12 +915,20 @@ def train(
         run = _Run(module, config, stop)
         run.start()
         valid = _batches(valid_batches, 0) if valid_batches is not None else []
-        record: dict[str, Any] = {}
+        valid = valid[:config.limit_batches]  # [:None]: all
         state = run.state
-        with _progress(config.quiet or not run.main) as bar:
+        written = (start_record(run.out, module, config, record or {}, state) if run.writes
+                   else None)
+        record = {}
+        if config.tensorboard and run.writes:
+            run.scalars = Scalars(run.out, resume_step=state.step if config.resume else None)
+        with make_progress(quiet=config.quiet or not run.main, log_every=config.log_every,
+                           log_minutes=config.log_minutes) as bar, _closing(run.scalars):
+            if written is not None and not config.quiet:
+                bar.console.print(describe(written), highlight=False)
             while state.epoch < config.epochs and not state.stopped_early:
                 run.restore_rng(after_batches=False)
-                batches = _batches(train_batches, state.epoch)
+                batches = _batches(train_batches, state.epoch)[:config.limit_batches]
                 run.restore_rng(after_batches=True)
                 run.train_epoch(batches, bar)
                 if run.stop_pending():  # the epoch's last step: stop before validating
@@ -914,6 +945,15 @@ def train(
         wall_s=run.wall0 + time.perf_counter() - run.started,
         out=str(run.out) if run.out is not None else None,
     )
+
+
+@contextlib.contextmanager
+def _closing(scalars: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if scalars is not None:
+            scalars.close()
 
 
 def _describe(record: dict[str, Any]) -> str:
