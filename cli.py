@@ -6,20 +6,29 @@ import sys
 
 import click
 
+# Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `limits`
+# import nothing, so `lnf --help` and a usage error do not wait for torch and Pyro (seconds);
+# each command imports what it runs.
 from pyro_lnf.errors import LnfError, TrainingInterrupted
 
 # The bounds of evaluate's and sample's options: the click ranges below and the library's
 # checks read the same constants.
-from pyro_lnf.evaluate import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
-from pyro_lnf.outputs import MAX_FRAMES_PER_BEAT, MAX_TEMPO, MAX_VELOCITY, MIN_TEMPO, MIN_VELOCITY
-from pyro_lnf.sample import (
+from pyro_lnf.limits import (
+    MAX_BATCH_SIZE,
+    MAX_CHUNK_SIZE,
     MAX_FRAMES,
+    MAX_FRAMES_PER_BEAT,
     MAX_LENGTH,
     MAX_NUM,
+    MAX_SAMPLES,
     MAX_SEED,
     MAX_STEPS,
     MAX_TEMPERATURE,
+    MAX_TEMPO,
+    MAX_VELOCITY,
     MIN_TEMPERATURE,
+    MIN_TEMPO,
+    MIN_VELOCITY,
 )
 
 

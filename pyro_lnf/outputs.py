@@ -31,6 +31,14 @@ import torch
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
+# Bounds of the MIDI options, re-exported (cli.py reads them from the import-free module).
+from pyro_lnf.limits import (  # noqa: F401
+    MAX_FRAMES_PER_BEAT,
+    MAX_TEMPO,
+    MAX_VELOCITY,
+    MIN_TEMPO,
+    MIN_VELOCITY,
+)
 
 __all__ = [
     "FRAMES_PER_BEAT",
@@ -53,14 +61,6 @@ LOWEST_PITCH = 21
 NUM_KEYS = 88
 #: Time steps per beat of each polyphonic dataset (JSB: quarter notes; others: eighth notes).
 FRAMES_PER_BEAT = {"jsb_chorales": 1, "nottingham": 2, "muse_data": 2, "piano_midi": 2}
-#: Tempo bounds in beats per minute: far beyond any marking (Larghissimo ~20, Prestissimo
-#: ~200), while a tempo near 0 would stretch a frame to centuries of seconds.
-MIN_TEMPO, MAX_TEMPO = 1.0, 1000.0
-#: Most frames per beat: the file's tick resolution is lcm(480, frames per beat), and every
-#: grid up to 64 (a 256th note per quarter) keeps it within MIDI's 15-bit division (32767).
-MAX_FRAMES_PER_BEAT = 64
-#: MIDI note velocities: 0 means note-off, 127 is the largest 7-bit value.
-MIN_VELOCITY, MAX_VELOCITY = 1, 127
 
 
 def frames_per_beat_for(dataset: str | None) -> int:

@@ -46,6 +46,15 @@ from pyro_lnf.checkpoint import check_fits_dataset
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
+from pyro_lnf.limits import (
+    MAX_FRAMES,
+    MAX_LENGTH,
+    MAX_NUM,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+)
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import SentenceVAE
@@ -75,23 +84,9 @@ __all__ = [
 DECODINGS = ("sample", "mode")
 
 
-#: Bounds of ``lnf sample``'s options, shared by the CLI's click ranges and the library's
-#: checks (:func:`~pyro_lnf.outputs.check_between`). Generous for research, but each one stops
-#: an allocation or a run that could never finish: at most MAX_NUM sequences ...
-MAX_NUM = 10_000
-#: ... of at most MAX_LENGTH steps (MuseData's longest test piece has 4273 frames) ...
-MAX_LENGTH = 100_000
-#: ... and at most MAX_FRAMES steps in the padded batch (N x T, or points x T on a path):
-#: the flows' activations are N x T x hidden (~2 GB at hidden 500 for 10^6 steps), so it is
-#: the product, not either factor, that exhausts memory.
-MAX_FRAMES = 1_000_000
-#: Points on an interpolation path.
-MAX_STEPS = 1_000
-#: The LSTM's logits are divided by the temperature, so a tiny one overflows float32 (and a
-#: huge one only draws noise); the flows scale their noise by it.
-MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 100.0
-#: Seeds go to numpy's generator too (pyro.set_rng_seed), which takes 0 .. 2**32 - 1.
-MAX_SEED = 2**32 - 1
+# Bounds of ``lnf sample``'s options (MAX_NUM, MAX_LENGTH, MAX_FRAMES, ...) live in the
+# import-free :mod:`pyro_lnf.limits`, shared by the CLI's click ranges and the checks below.
+
 #: The devices this library runs on (torch also parses mps, meta, xla, ..., which it does not).
 DEVICES = "cpu, cuda or cuda:N"
 
