@@ -395,21 +395,47 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
 
 
 @lnf.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def plot(run_dir: str) -> None:
-    """Plot a run's training curves (loss, KL, β, validation NLL) to RUN_DIR/curves.png."""
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True,
+                type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG to write (default: RUN/curves.png for one run, ./curves.png for several).",
+)
+def plot(run_dirs: tuple[str, ...], out: str | None) -> None:
+    """Plot training curves (loss, KL, β and learning rate, validation NLL) against the epoch.
+
+    One run: RUN/curves.png. Several: overlaid in one figure, one colour per run, named by
+    folder. Prints the file written. Example: lnf plot runs/jsb-afaf runs/jsb-lstm --out jsb.png
+    """
     from pathlib import Path
 
     from pyro_lnf.errors import ConfigError
-    from pyro_lnf.plot import METRICS_FILE, plot_run
+    from pyro_lnf.plot import CURVES, METRICS_FILE, plot_run, plot_runs
 
     try:
-        click.echo(str(plot_run(run_dir)))
+        if len(run_dirs) == 1:
+            written = plot_run(run_dirs[0], out=out)
+        else:
+            written = plot_runs(run_dirs, out if out is not None else CURVES)
     except UnicodeDecodeError as err:  # read_metrics reads UTF-8 text: a binary or other file
+        where = next((run for run in run_dirs if _not_utf8(Path(run) / METRICS_FILE)), "RUN")
         raise ConfigError(
-            f"{Path(run_dir) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
+            f"{Path(where) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
             "metrics file that lnf train wrote"
         ) from err
+    click.echo(str(written))
+
+
+def _not_utf8(path) -> bool:
+    try:
+        path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def main() -> None:

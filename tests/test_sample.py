@@ -1,9 +1,8 @@
 """Sampling and outputs: `lnf sample` files read back to what was drawn, seeds reproduce, the
-prior's log-density accumulated while sampling is its density, and `lnf plot` draws curves."""
+prior's log-density accumulated while sampling is its density (`lnf plot`: test_plot.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -314,47 +313,3 @@ def test_png_is_one_block_per_cell(tmp_path):
     assert image.shape[:2] == (88 * 3, 7 * 3)
     black = image[:, :, :3].max(-1) < 0.5
     assert np.array_equal(black, np.kron(roll.T[::-1], np.ones((3, 3))) > 0)
-
-
-# ------------------------------------------------------------------------------------------
-# lnf plot
-
-
-def write_metrics(run: Path, epochs: int = 4) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / "metrics.jsonl", "w") as f:
-        for epoch in range(epochs):
-            f.write(json.dumps({
-                "epoch": epoch, "train_loss": 3.0 - 0.4 * epoch, "train_kl": 0.1 * epoch,
-                "beta": min(1.0, 0.3 * epoch), "lr": 1e-3, "valid_loss": 3.1 - 0.3 * epoch,
-                "valid_loss_beta1": 3.2 - 0.3 * epoch, "valid_kl": 0.12 * epoch,
-                "valid_nll": 3.0 - 0.2 * epoch if epoch % 2 else None,
-            }) + "\n")
-
-
-def test_lnf_plot_writes_curves(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
-    write_metrics(run)
-    code, stdout, err = run_lnf(monkeypatch, capsys, "plot", str(run))
-    assert code == 0, err
-    assert stdout.strip() == str(run / "curves.png")
-    image = matplotlib.image.imread(run / "curves.png")
-    assert image.shape[:2] == (700, 1000)
-    assert image[:, :, :3].min() < 0.5  # something was drawn on the white canvas
-
-
-def test_lnf_plot_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path / "nowhere"))
-    assert_one_line_error(code, err, "does not exist")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "metrics.jsonl does not exist")
-    (tmp_path / "metrics.jsonl").write_text("")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "holds no epochs")
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1, "train_loss": \n')
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "line 2: not valid JSON")
-    (tmp_path / "metrics.jsonl").write_text("[1, 2]\n")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "line 1: expected a JSON object")
-    assert not (tmp_path / "curves.png").exists()
