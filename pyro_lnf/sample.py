@@ -388,8 +388,10 @@ class SampleOutput:
     lengths: list[int] = field(default_factory=list)
 
 
-def _check_formats(formats: Sequence[str], kind: str, dataset: str | None) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(formats)) or (("midi",) if kind == "binary" else ("txt",))
+def _check_formats(formats: Sequence[str], kind: str, dataset: str | None,
+                   interpolating: bool = False) -> tuple[str, ...]:
+    music = ("midi", "png") if interpolating else ("midi",)  # a path is for looking at
+    chosen = tuple(dict.fromkeys(formats)) or (music if kind == "binary" else ("txt",))
     for fmt in chosen:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -460,9 +462,12 @@ def sample_checkpoint(
     (:mod:`pyro_lnf.sentences`), with ``length`` the longest sentence decoded.
 
     Files, for ``prefix`` = ``sample`` (or ``interp`` with ``interpolate_between``):
-    ``<prefix>_000.mid``, ``<prefix>_000.png``, ... one per sequence; ``<prefix>s.txt`` (text,
-    one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
-    ``alpha``) for the whole set. Music defaults to MIDI, text to ``.txt``.
+    ``<prefix>_000.mid``, ... one per sequence; ``sample_000.png``, ... one piano-roll figure
+    per sample (time in frames and seconds, pitch named at the C keys, a title), or for a path
+    ONE grid ``interp.png`` with a row per point and its endpoints marked; ``<prefix>s.txt``
+    (text, one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
+    ``alpha``) for the whole set. Music defaults to MIDI (a path: MIDI and the PNG grid), text
+    to ``.txt``.
 
     :param decode: ``"sample"`` or ``"mode"``; default: sample when sampling, the mode along an
         interpolation path (so that the path itself is what changes from point to point).
@@ -492,7 +497,7 @@ def sample_checkpoint(
         )
     _check_model(module)
     dataset_name = module.config.get("dataset")
-    chosen = _check_formats(formats, module.kind, dataset_name)
+    chosen = _check_formats(formats, module.kind, dataset_name, interpolate_between is not None)
     # Refuse bad output options before sampling, which can take minutes.
     if frames_per_beat is None:
         frames_per_beat = outputs.frames_per_beat_for(dataset_name)
@@ -535,8 +540,11 @@ def sample_checkpoint(
                     out / f"{prefix}_{i:03d}.mid", roll, tempo=tempo,
                     frames_per_beat=frames_per_beat, velocity=velocity))
         elif fmt == "png":
-            for i, roll in enumerate(sequences):
-                result.files.append(outputs.roll_to_png(out / f"{prefix}_{i:03d}.png", roll))
+            result.files += _write_pictures(out, prefix, sequences, model=_model_label(module),
+                                            source=path, seed=seed, decode=decode,
+                                            temperature=temperature, tempo=tempo,
+                                            frames_per_beat=frames_per_beat,
+                                            between=interpolate_between)
         elif fmt == "txt":
             result.texts = [vocab.decode(ids) for ids in sequences]
             result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
@@ -544,6 +552,41 @@ def sample_checkpoint(
             result.files.append(outputs.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
                                                   **arrays))
     return result
+
+
+def _model_label(module: nn.Module) -> str:
+    """``"AF/AF on jsb_chorales"``: the model as the README names it, and its dataset."""
+    priors = {"afaf": "AF/AF", "afscf": "AF/SCF", "iafscf": "IAF/SCF", "indep": "independent"}
+    name = "LSTM" if isinstance(module, LSTMBaseline) else priors.get(
+        module.config.get("prior"), type(module).__name__)
+    dataset = module.config.get("dataset")
+    return name if dataset is None else f"{name} on {dataset}"
+
+
+def _write_pictures(out: Path, prefix: str, sequences: list[Tensor], *, model: str,
+                    source: Path, seed: int | None, decode: str, temperature: float,
+                    tempo: float, frames_per_beat: int,
+                    between: tuple[int, int] | None) -> list[Path]:
+    """PNG figures with time, pitch and a title: one per sample (``sample_000.png``, ...), or
+    for a path one grid ``interp.png`` with its endpoints marked (the MIDI files, one per
+    point, go beside it)."""
+    where = f"{source.parent.name}/{source.name}" if source.parent.name else source.name
+    timing = dict(tempo=tempo, frames_per_beat=frames_per_beat)
+    if between is None:
+        how = "most likely keys" if decode == "mode" else "sampled keys"
+        return [
+            outputs.save_figure(out / f"{prefix}_{i:03d}.png", outputs.roll_figure(
+                roll, title=f"{model} ({where})\nsample {i} · seed {seed} · "
+                f"temperature {temperature:g} · {how}", **timing))
+            for i, roll in enumerate(sequences)
+        ]
+    a, b = between
+    alphas = torch.linspace(0.0, 1.0, len(sequences)).tolist()
+    how = "most likely keys" if decode == "mode" else "sampled keys"
+    figure = outputs.interpolation_figure(
+        sequences, alphas, ends=(f"test sequence {a}", f"test sequence {b}"),
+        title=f"{model} ({where})\nz = (1 − α) μ(test {a}) + α μ(test {b}) · {how}", **timing)
+    return [outputs.save_figure(out / f"{prefix}.png", figure)]
 
 
 def _sample_sentence_checkpoint(
