@@ -62,10 +62,7 @@ def datasets(data_dir: str | None, fetch: str | None) -> None:
         fetch_dataset(fetch, root)
         click.echo(f"{fetch}: {'already present' if already else 'fetched'} in {root}", err=True)
     table, errors = datasets_table(root)
-    console = Console()
-    if not console.is_terminal:  # rich assumes 80 columns off a terminal: too few for the counts
-        console = Console(width=160)
-    console.print(table)
+    Console().print(table)  # the terminal's width, else 80 columns (the table fits either)
     if errors:
         raise DatasetError(f"{len(errors)} dataset(s) present but invalid; {errors[0]}")
 
@@ -262,11 +259,8 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
-    from pyro_lnf.evaluate import METRIC_LABELS
     from pyro_lnf.experiment import evaluate_checkpoint
-    from pyro_lnf.models.vae import PERPLEXITY_LABELS
     from pyro_lnf.runtime import keep_freed_memory
 
     keep_freed_memory()  # K x B activations reuse pages instead of faulting in fresh ones
@@ -274,23 +268,50 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     if as_json:
         click.echo(json.dumps(results))
         return
+    Console().print(evaluation_table(results))  # the terminal's width, else 80 columns
+
+
+def evaluation_table(results: dict):
+    """``lnf evaluate``'s table of ``results``: every number with its key (as in --json) and
+    what it means; the meanings wrap, so the table fits 80 columns."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pyro_lnf.evaluate import METRIC_LABELS
+    from pyro_lnf.models.vae import PERPLEXITY_LABELS
+
     title = f"{results['model']} on {results['dataset']} / {results['split']}"
     if results.get("precision", "fp32") != "fp32":
         title += f" ({results['precision']} LSTMs)"
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric (--json key)", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("meaning", ratio=1)
+    # A key both families report (sequences, num_samples) takes the wording of the family
+    # that produced the results: perplexities come from a VAE.
+    first, then = ((PERPLEXITY_LABELS, METRIC_LABELS) if "ppl_elbo" in results
+                   else (METRIC_LABELS, PERPLEXITY_LABELS))
     labels = {
-        **METRIC_LABELS,
-        **PERPLEXITY_LABELS,
+        **first,
+        **{key: label for key, label in then.items() if key not in first},
         "analytic_kl_nats_per_sequence": "closed-form KL(q(z|x) || p(z)), mean per sequence",
     }
     for key, label in labels.items():
         if key in results:
             value = results[key]
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value), label)
-    Console(width=160).print(table)
+            if key in ("units", "frames", "tokens") and isinstance(value, float) \
+                    and value.is_integer():
+                text = f"{int(value):,}"  # a count stored as a float
+            elif isinstance(value, float):
+                text = f"{value:.4f}"
+            elif isinstance(value, int) and not isinstance(value, bool):
+                text = f"{value:,}"
+            else:
+                text = str(value)
+            # Labels hold brackets (E_q[log q − log p]) that rich would read as markup.
+            table.add_row(escape(key), escape(text), escape(label))
+    return table
 
 
 @lnf.command()
