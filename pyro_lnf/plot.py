@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,10 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
                              label="learning rate")
                 lr_axis.set_yscale("log")
         axes[BETA].set_ylim(-0.05, 1.05)
+        if single:
+            lines = axes[BETA].get_lines() + lr_axis.get_lines()
+            axes[BETA].legend(lines, ["β (left axis)", "learning rate (right axis)"][:len(lines)],
+                              fontsize="small", loc="upper left")
     for run, colour in zip(runs, run_colours):
         best = best_epoch(run)
         if best is None:
@@ -299,8 +304,9 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
         else:
             title = f"{len(runs)} runs: " + ", ".join(run.name for run in runs)
     figure.suptitle(title, fontsize="x-large", fontweight="bold")
-    if single:
-        figure.supxlabel(UNIT_NOTE, fontsize="small", color="dimgrey")
+    if single:  # wrapped to the figure's width (about 15 characters an inch at this size)
+        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
+        figure.supxlabel(note, fontsize="small", color="dimgrey")
     return figure
 
 

@@ -62,12 +62,14 @@ def test_flow_run_has_loss_kl_beta_and_nll_panels_with_labelled_axes(tmp_path):
     assert figure.get_suptitle() == "jsb-afaf: 6 epochs"
     for title in ("loss", "KL(q(z|x) ‖ p(z))", "validation NLL (importance-sampled)"):
         assert panels[title].get_ylabel().startswith("nats/unit")
-    assert figure.get_supxlabel() == UNIT_NOTE and "Σ(T+1)" in UNIT_NOTE
+    assert " ".join(figure.get_supxlabel().split()) == UNIT_NOTE and "Σ(T+1)" in UNIT_NOTE
     beta = panels["KL weight β and learning rate"]
     assert beta.get_ylabel() == "KL weight β"
     twins = [ax for ax in figure.axes if ax is not beta and ax.bbox.bounds == beta.bbox.bounds]
     assert [ax.get_ylabel() for ax in twins] == ["learning rate (log scale, dashed)"]
     assert twins[0].get_yscale() == "log"
+    assert [t.get_text() for t in beta.get_legend().get_texts()] == [
+        "β (left axis)", "learning rate (right axis)"]
     # the bottom panels carry the epoch axis; epochs as logged, from 0
     assert panels["KL weight β and learning rate"].get_xlabel() == "epoch (as logged, from 0)"
     loss = panels["loss"]
