@@ -344,7 +344,8 @@ def evaluation_table(results: dict):
     "formats",
     multiple=True,
     type=click.Choice(["midi", "png", "txt", "npz"]),
-    help="Output format, repeatable (default: midi for music, txt for text).",
+    help="Output format, repeatable (default: midi for music, txt for text; an --interpolate "
+    "path of music: midi and png, one grid image).",
 )
 @click.option(
     "--mode/--sample",
