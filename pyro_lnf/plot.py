@@ -256,9 +256,7 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
         lr_axis = axes[BETA].twinx()
         lr_axis.set_ylabel("learning rate (log scale, dashed)")
         for run, colour in zip(runs, run_colours):
-            xs, lrs = run.series("lr")
-            if not run.has_latent:
-                continue
+            xs, lrs = run.series("lr")  # every run has one, the LSTM among flows too
             if xs and all(lr > 0 for lr in lrs):
                 lr_axis.plot(xs, lrs, color="tab:red" if single else colour, linestyle="--",
                              label="learning rate")

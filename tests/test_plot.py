@@ -122,6 +122,10 @@ def test_several_runs_overlay_with_a_legend_naming_each_folder(tmp_path):
     assert "KL(q(z|x) ‖ p(z))" in panels
     kl_lines = [line.get_label() for line in panels["KL(q(z|x) ‖ p(z))"].get_lines()]
     assert kl_lines and all(label.startswith("jsb-afaf") for label in kl_lines)  # no LSTM KL
+    beta = panels["KL weight β and learning rate"]
+    assert len(beta.get_lines()) == 1  # β of the flow only ...
+    (lr_axis,) = [ax for ax in figure.axes if ax is not beta and ax.bbox.bounds == beta.bbox.bounds]
+    assert len(lr_axis.get_lines()) == 2  # ... but both runs' learning rates
     stars = [line for line in panels["loss"].get_lines() if line.get_marker() == "*"]
     assert len(stars) == 2
 
