@@ -281,7 +281,7 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
     if single:
         axes[LOSS].legend(fontsize="small")
     else:
-        handles = [Line2D([], [], color=colour, label=run.name)
+        handles = [Line2D([], [], color=colour, label=_run_label(run))
                    for run, colour in zip(runs, run_colours)]
         styles = [Line2D([], [], color="black", linestyle=style, label=label)
                   for key, label, style in _PANELS[LOSS][2]
@@ -290,9 +290,10 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
                              label="best epoch (lowest valid −ELBO at β = 1 after annealing)"))
         # The caption is the legend's title: a legend and a supxlabel, both at the bottom,
         # overlap under the constrained layout.
+        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
         figure.legend(handles=handles + styles, loc="outside lower center",
                       ncols=min(3, len(handles) + len(styles)), fontsize="small",
-                      title=UNIT_NOTE, title_fontsize="small")
+                      title=note, title_fontsize="small")
     if title is None:
         if single:
             run = runs[0]
@@ -306,6 +307,14 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
         note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
         figure.supxlabel(note, fontsize="small", color="dimgrey")
     return figure
+
+
+def _run_label(run: Run) -> str:
+    """A run's legend entry: its folder name and its best epoch."""
+    best = best_epoch(run)
+    if best is None:
+        return f"{run.name} (no best epoch yet)"
+    return f"{run.name} (best: {best[1]:.3f} nats/unit, epoch {best[0]:g})"
 
 
 def _save(figure: Any, target: Path) -> Path:

@@ -115,9 +115,10 @@ def test_several_runs_overlay_with_a_legend_naming_each_folder(tmp_path):
     assert figure.get_suptitle() == "2 runs: jsb-afaf, jsb-lstm"
     (legend,) = figure.legends
     entries = [text.get_text() for text in legend.get_texts()]
-    assert entries[:2] == ["jsb-afaf", "jsb-lstm"]
+    assert entries[:2] == ["jsb-afaf (best: 3.000 nats/unit, epoch 4)",
+                           "jsb-lstm (best: 2.000 nats/unit, epoch 0)"]  # no annealing
     assert "valid −ELBO at β = 1" in entries
-    assert legend.get_title().get_text() == UNIT_NOTE
+    assert " ".join(legend.get_title().get_text().split()) == UNIT_NOTE
     panels = visible_axes(figure)
     assert "KL(q(z|x) ‖ p(z))" in panels
     kl_lines = [line.get_label() for line in panels["KL(q(z|x) ‖ p(z))"].get_lines()]
