@@ -572,8 +572,8 @@ def _write_pictures(out: Path, prefix: str, sequences: list[Tensor], *, model: s
     point, go beside it)."""
     where = f"{source.parent.name}/{source.name}" if source.parent.name else source.name
     timing = dict(tempo=tempo, frames_per_beat=frames_per_beat)
+    how = "most likely keys" if decode == "mode" else "sampled keys"
     if between is None:
-        how = "most likely keys" if decode == "mode" else "sampled keys"
         return [
             outputs.save_figure(out / f"{prefix}_{i:03d}.png", outputs.roll_figure(
                 roll, title=f"{model} ({where})\nsample {i} · seed {seed} · "
@@ -582,10 +582,10 @@ def _write_pictures(out: Path, prefix: str, sequences: list[Tensor], *, model: s
         ]
     a, b = between
     alphas = torch.linspace(0.0, 1.0, len(sequences)).tolist()
-    how = "most likely keys" if decode == "mode" else "sampled keys"
     figure = outputs.interpolation_figure(
         sequences, alphas, ends=(f"test sequence {a}", f"test sequence {b}"),
-        title=f"{model} ({where})\nz = (1 − α) μ(test {a}) + α μ(test {b}) · {how}", **timing)
+        title=f"{model} ({where})\nz = (1 − α) μ(test {a}) + α μ(test {b}) · {how}",
+        **timing)
     return [outputs.save_figure(out / f"{prefix}.png", figure)]
 
 
