@@ -6,20 +6,29 @@ import sys
 
 import click
 
+# Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `limits`
+# import nothing, so `lnf --help` and a usage error do not wait for torch and Pyro (seconds);
+# each command imports what it runs.
 from pyro_lnf.errors import LnfError, TrainingInterrupted
 
 # The bounds of evaluate's and sample's options: the click ranges below and the library's
 # checks read the same constants.
-from pyro_lnf.evaluate import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
-from pyro_lnf.outputs import MAX_FRAMES_PER_BEAT, MAX_TEMPO, MAX_VELOCITY, MIN_TEMPO, MIN_VELOCITY
-from pyro_lnf.sample import (
+from pyro_lnf.limits import (
+    MAX_BATCH_SIZE,
+    MAX_CHUNK_SIZE,
     MAX_FRAMES,
+    MAX_FRAMES_PER_BEAT,
     MAX_LENGTH,
     MAX_NUM,
+    MAX_SAMPLES,
     MAX_SEED,
     MAX_STEPS,
     MAX_TEMPERATURE,
+    MAX_TEMPO,
+    MAX_VELOCITY,
     MIN_TEMPERATURE,
+    MIN_TEMPO,
+    MIN_VELOCITY,
 )
 
 
@@ -53,10 +62,7 @@ def datasets(data_dir: str | None, fetch: str | None) -> None:
         fetch_dataset(fetch, root)
         click.echo(f"{fetch}: {'already present' if already else 'fetched'} in {root}", err=True)
     table, errors = datasets_table(root)
-    console = Console()
-    if not console.is_terminal:  # rich assumes 80 columns off a terminal: too few for the counts
-        console = Console(width=160)
-    console.print(table)
+    Console().print(table)  # the terminal's width, else 80 columns (the table fits either)
     if errors:
         raise DatasetError(f"{len(errors)} dataset(s) present but invalid; {errors[0]}")
 
@@ -368,11 +374,8 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     import json
 
     from rich.console import Console
-    from rich.table import Table
 
-    from pyro_lnf.evaluate import METRIC_LABELS
     from pyro_lnf.experiment import evaluate_checkpoint
-    from pyro_lnf.models.vae import PERPLEXITY_LABELS
     from pyro_lnf.runtime import keep_freed_memory
 
     from pyro_lnf.distributed import process_group
@@ -388,23 +391,50 @@ def evaluate(checkpoint: str, as_json: bool, **options) -> None:
     if as_json:
         click.echo(json.dumps(results))
         return
+    Console().print(evaluation_table(results))  # the terminal's width, else 80 columns
+
+
+def evaluation_table(results: dict):
+    """``lnf evaluate``'s table of ``results``: every number with its key (as in --json) and
+    what it means; the meanings wrap, so the table fits 80 columns."""
+    from rich import box
+    from rich.markup import escape
+    from rich.table import Table
+
+    from pyro_lnf.evaluate import METRIC_LABELS
+    from pyro_lnf.models.vae import PERPLEXITY_LABELS
+
     title = f"{results['model']} on {results['dataset']} / {results['split']}"
     if results.get("precision", "fp32") != "fp32":
         title += f" ({results['precision']} LSTMs)"
-    table = Table(title=title)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("meaning")
+    table = Table(title=escape(title), box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric (--json key)", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("meaning", ratio=1)
+    # A key both families report (sequences, num_samples) takes the wording of the family
+    # that produced the results: perplexities come from a VAE.
+    first, then = ((PERPLEXITY_LABELS, METRIC_LABELS) if "ppl_elbo" in results
+                   else (METRIC_LABELS, PERPLEXITY_LABELS))
     labels = {
-        **METRIC_LABELS,
-        **PERPLEXITY_LABELS,
+        **first,
+        **{key: label for key, label in then.items() if key not in first},
         "analytic_kl_nats_per_sequence": "closed-form KL(q(z|x) || p(z)), mean per sequence",
     }
     for key, label in labels.items():
         if key in results:
             value = results[key]
-            table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value), label)
-    Console(width=160).print(table)
+            if key in ("units", "frames", "tokens") and isinstance(value, float) \
+                    and value.is_integer():
+                text = f"{int(value):,}"  # a count stored as a float
+            elif isinstance(value, float):
+                text = f"{value:.4f}"
+            elif isinstance(value, int) and not isinstance(value, bool):
+                text = f"{value:,}"
+            else:
+                text = str(value)
+            # Labels hold brackets (E_q[log q − log p]) that rich would read as markup.
+            table.add_row(escape(key), escape(text), escape(label))
+    return table
 
 
 def _record_evaluation(checkpoint: str, results: dict) -> None:
@@ -478,7 +508,8 @@ def runs(run_dirs: tuple[str, ...]) -> None:
     "formats",
     multiple=True,
     type=click.Choice(["midi", "png", "txt", "npz"]),
-    help="Output format, repeatable (default: midi for music, txt for text).",
+    help="Output format, repeatable (default: midi for music, txt for text; an --interpolate "
+    "path of music: midi and png, one grid image).",
 )
 @click.option(
     "--mode/--sample",
@@ -550,21 +581,47 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
 
 
 @lnf.command()
-@click.argument("run_dir", type=click.Path(file_okay=False))
-def plot(run_dir: str) -> None:
-    """Plot a run's training curves (loss, KL, β, validation NLL) to RUN_DIR/curves.png."""
+@click.argument("run_dirs", metavar="RUN...", nargs=-1, required=True,
+                type=click.Path(file_okay=False))
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG to write (default: RUN/curves.png for one run, ./curves.png for several).",
+)
+def plot(run_dirs: tuple[str, ...], out: str | None) -> None:
+    """Plot training curves (loss, KL, β and learning rate, validation NLL) against the epoch.
+
+    One run: RUN/curves.png. Several: overlaid in one figure, one colour per run, named by
+    folder. Prints the file written. Example: lnf plot runs/jsb-afaf runs/jsb-lstm --out jsb.png
+    """
     from pathlib import Path
 
     from pyro_lnf.errors import ConfigError
-    from pyro_lnf.plot import METRICS_FILE, plot_run
+    from pyro_lnf.plot import CURVES, METRICS_FILE, plot_run, plot_runs
 
     try:
-        click.echo(str(plot_run(run_dir)))
+        if len(run_dirs) == 1:
+            written = plot_run(run_dirs[0], out=out)
+        else:
+            written = plot_runs(run_dirs, out if out is not None else CURVES)
     except UnicodeDecodeError as err:  # read_metrics reads UTF-8 text: a binary or other file
+        where = next((run for run in run_dirs if _not_utf8(Path(run) / METRICS_FILE)), "RUN")
         raise ConfigError(
-            f"{Path(run_dir) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
+            f"{Path(where) / METRICS_FILE} is not UTF-8 text (byte {err.start}); it is not a "
             "metrics file that lnf train wrote"
         ) from err
+    click.echo(str(written))
+
+
+def _not_utf8(path) -> bool:
+    try:
+        path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def main() -> None:

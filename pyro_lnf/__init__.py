@@ -15,65 +15,61 @@ The public API, re-exported here:
   for CPU runs (:mod:`pyro_lnf.runtime`);
 - sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
   of a sentence VAE (:mod:`pyro_lnf.sentences`).
+
+Every name is imported on first use (PEP 562 module ``__getattr__``): ``import pyro_lnf`` and
+``import pyro_lnf.errors`` load neither torch nor Pyro, so ``lnf --help`` stays fast;
+``from pyro_lnf import LatentFlowModel`` imports what that name needs, as before.
 """
 
-from pyro_lnf.checkpoint import load_checkpoint, load_model, register_model, save_checkpoint
-from pyro_lnf.datasets import Batch, Dataset, iterate_batches, load_dataset
-from pyro_lnf.distributions import (
-    HypersphericalUniform,
-    LengthDistribution,
-    VonMisesFisher,
-    log_bessel_iv,
-)
-from pyro_lnf.errors import (
-    CheckpointError,
-    ChecksumError,
-    ConfigError,
-    DatasetError,
-    DownloadError,
-    LnfError,
-)
-from pyro_lnf.evaluate import importance_log_likelihood
-from pyro_lnf.models import NVDM, LatentFlowModel, LSTMBaseline, SentenceVAE
-from pyro_lnf.precision import bulk_precision
-from pyro_lnf.runtime import keep_freed_memory
-from pyro_lnf.train import TrainConfig
-from pyro_lnf.transforms import *  # noqa: F403  (the flow library's own __all__)
-from pyro_lnf.transforms import __all__ as _transforms_all
-from pyro_lnf.transforms.temporal import TemporalFlow, TemporalFlowDistribution
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = sorted(
-    [
-        *_transforms_all,
-        "NVDM",
-        "Batch",
-        "CheckpointError",
-        "ChecksumError",
-        "ConfigError",
-        "Dataset",
-        "DatasetError",
-        "DownloadError",
-        "HypersphericalUniform",
-        "LSTMBaseline",
-        "LatentFlowModel",
-        "LengthDistribution",
-        "LnfError",
-        "SentenceVAE",
-        "TemporalFlow",
-        "TemporalFlowDistribution",
-        "TrainConfig",
-        "VonMisesFisher",
-        "bulk_precision",
-        "importance_log_likelihood",
-        "iterate_batches",
-        "keep_freed_memory",
-        "load_checkpoint",
-        "load_dataset",
-        "load_model",
-        "log_bessel_iv",
-        "register_model",
-        "save_checkpoint",
-    ]
-)
+#: Public name -> the module that defines it (the flows' names come from
+#: :data:`pyro_lnf.transforms.__all__`, looked up when first asked for).
+_SOURCES: dict[str, str] = {
+    **dict.fromkeys(
+        ["load_checkpoint", "load_model", "register_model", "save_checkpoint"],
+        "pyro_lnf.checkpoint",
+    ),
+    **dict.fromkeys(["Batch", "Dataset", "iterate_batches", "load_dataset"], "pyro_lnf.datasets"),
+    **dict.fromkeys(
+        ["HypersphericalUniform", "LengthDistribution", "VonMisesFisher", "log_bessel_iv"],
+        "pyro_lnf.distributions",
+    ),
+    **dict.fromkeys(
+        ["CheckpointError", "ChecksumError", "ConfigError", "DatasetError", "DownloadError",
+         "LnfError"],
+        "pyro_lnf.errors",
+    ),
+    "importance_log_likelihood": "pyro_lnf.evaluate",
+    **dict.fromkeys(["NVDM", "LatentFlowModel", "LSTMBaseline", "SentenceVAE"], "pyro_lnf.models"),
+    "bulk_precision": "pyro_lnf.precision",
+    "keep_freed_memory": "pyro_lnf.runtime",
+    "TrainConfig": "pyro_lnf.train",
+    **dict.fromkeys(["TemporalFlow", "TemporalFlowDistribution"], "pyro_lnf.transforms.temporal"),
+}
+
+
+def _transform_names() -> list[str]:
+    return list(importlib.import_module("pyro_lnf.transforms").__all__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__all__":
+        value: Any = sorted([*_transform_names(), *_SOURCES])
+    elif name in _SOURCES:
+        value = getattr(importlib.import_module(_SOURCES[name]), name)
+    elif not name.startswith("_") and name in _transform_names():
+        value = getattr(importlib.import_module("pyro_lnf.transforms"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__getattr__("__all__")})

@@ -473,6 +473,9 @@ def _model_class(checkpoint: Mapping[str, Any], path: Path) -> type[torch.nn.Mod
         except (ImportError, ValueError):  # no such module (or an empty name): unknown below
             pass
     if name is None or name not in _REGISTRY:
+        # The library's own models register when pyro_lnf.models is imported, which
+        # `import pyro_lnf` no longer does (its names load lazily): list them all the same.
+        importlib.import_module("pyro_lnf.models")
         known = ", ".join(sorted(_REGISTRY)) or "none"
         raise CheckpointError(
             f"checkpoint {path} holds model {name!r} ({class_path}), which is not registered "

@@ -31,6 +31,14 @@ import torch
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
+# Bounds of the MIDI options, re-exported (cli.py reads them from the import-free module).
+from pyro_lnf.limits import (  # noqa: F401
+    MAX_FRAMES_PER_BEAT,
+    MAX_TEMPO,
+    MAX_VELOCITY,
+    MIN_TEMPO,
+    MIN_VELOCITY,
+)
 
 __all__ = [
     "FRAMES_PER_BEAT",
@@ -39,9 +47,13 @@ __all__ = [
     "check_between",
     "check_midi_options",
     "frames_per_beat_for",
+    "interpolation_figure",
+    "note_name",
     "require_matplotlib",
+    "roll_figure",
     "roll_to_midi",
     "roll_to_png",
+    "save_figure",
     "write_midi",
     "write_npz",
     "write_text",
@@ -53,14 +65,6 @@ LOWEST_PITCH = 21
 NUM_KEYS = 88
 #: Time steps per beat of each polyphonic dataset (JSB: quarter notes; others: eighth notes).
 FRAMES_PER_BEAT = {"jsb_chorales": 1, "nottingham": 2, "muse_data": 2, "piano_midi": 2}
-#: Tempo bounds in beats per minute: far beyond any marking (Larghissimo ~20, Prestissimo
-#: ~200), while a tempo near 0 would stretch a frame to centuries of seconds.
-MIN_TEMPO, MAX_TEMPO = 1.0, 1000.0
-#: Most frames per beat: the file's tick resolution is lcm(480, frames per beat), and every
-#: grid up to 64 (a 256th note per quarter) keeps it within MIDI's 15-bit division (32767).
-MAX_FRAMES_PER_BEAT = 64
-#: MIDI note velocities: 0 means note-off, 127 is the largest 7-bit value.
-MIN_VELOCITY, MAX_VELOCITY = 1, 127
 
 
 def frames_per_beat_for(dataset: str | None) -> int:
@@ -201,6 +205,149 @@ def roll_to_png(
     path = Path(path)
     with atomic_write(path, "wb") as f:
         matplotlib.image.imsave(f, image, format="png")
+    return path
+
+
+#: Names of the pitch classes, C first (MIDI pitch 60 is C4, "middle C").
+_PITCH_CLASSES = ("C", "C♯", "D", "D♯", "E", "F", "F♯", "G", "G♯", "A", "A♯", "B")
+
+
+def note_name(pitch: int) -> str:
+    """Scientific pitch name of a MIDI pitch: ``60 -> "C4"``, ``21 -> "A0"``, ``108 -> "C8"``."""
+    return f"{_PITCH_CLASSES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def _pitch_window(active: np.ndarray) -> tuple[int, int]:
+    """(lowest, highest) MIDI pitch drawn: the sounding keys widened to the C at or below the
+    lowest and the C at or above the highest (at least an octave), so that a figure spends
+    its height on the notes and its pitch axis starts and ends on a labelled C."""
+    keys = np.nonzero(active.reshape(-1, NUM_KEYS).any(0))[0]
+    if keys.size == 0:
+        return 48, 84  # C3 .. C6: an empty roll still gets a readable pitch axis
+    low = max(LOWEST_PITCH, (int(keys.min()) + LOWEST_PITCH) // 12 * 12)
+    high = min(LOWEST_PITCH + NUM_KEYS - 1, -(-(int(keys.max()) + LOWEST_PITCH) // 12) * 12)
+    if high - low < 12:
+        high = min(LOWEST_PITCH + NUM_KEYS - 1, low + 12)
+    return low, high
+
+
+def _draw_roll(ax: Any, active: np.ndarray, window: tuple[int, int], seconds_per_frame: float,
+               *, seconds_axis: bool = True, pitch_labels: str = "all") -> None:
+    """Draw ``active`` ``(T, 88)`` into ``ax``: frame t spans [t, t+1) on x, pitch p spans
+    [p - 0.5, p + 0.5] on y; C keys named on the y axis and ruled; seconds on a top axis."""
+    low, high = window
+    rows = active[:, low - LOWEST_PITCH:high - LOWEST_PITCH + 1].T
+    ax.imshow(rows, origin="lower", aspect="auto", cmap="Greys", vmin=0, vmax=1,
+              interpolation="nearest", extent=(0, active.shape[0], low - 0.5, high + 0.5))
+    cs = [p for p in range(low, high + 1) if p % 12 == 0]
+    for p in cs:
+        ax.axhline(p, color="tab:blue", alpha=0.25, linewidth=0.6)
+    if pitch_labels == "ends":
+        cs = sorted({cs[0], cs[-1], *(p for p in cs if p == 60)})
+    ax.set_yticks(cs, [note_name(p) for p in cs])
+    ax.set_ylim(low - 0.5, high + 0.5)
+    ax.set_xlim(0, active.shape[0])
+    if seconds_axis:
+        top = ax.secondary_xaxis(
+            "top", functions=(lambda f: f * seconds_per_frame, lambda t: t / seconds_per_frame))
+        top.set_xlabel("seconds")
+
+
+def roll_figure(
+    roll: np.ndarray | torch.Tensor,
+    *,
+    title: str = "piano roll",
+    tempo: float = 120.0,
+    frames_per_beat: int = 1,
+    dpi: int = 100,
+) -> Any:
+    """A :class:`matplotlib.figure.Figure` of one piano roll with labelled axes: time in
+    frames (bottom) and in seconds at ``tempo`` and ``frames_per_beat`` (top, as the MIDI file
+    plays it), pitch by note name at every C (MIDI 60 = C4), and ``title``. The pitch axis spans
+    the sounding keys widened to whole octaves. Needs matplotlib."""
+    check_midi_options(tempo, frames_per_beat, MIN_VELOCITY)
+    active = _as_roll(roll)
+    if active.shape[0] == 0:
+        raise ConfigError("cannot draw an empty piano roll")
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    window = _pitch_window(active)
+    width = min(16.0, max(6.0, 2.0 + active.shape[0] * 0.08))
+    height = min(7.0, max(3.2, 1.8 + (window[1] - window[0]) * 0.045))
+    figure = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    _draw_roll(ax, active, window, 60.0 / (tempo * frames_per_beat))
+    ax.set_xlabel(f"time (frames; {frames_per_beat} per beat at {tempo:g} beats per minute)")
+    ax.set_ylabel("pitch")
+    ax.set_title(title)
+    return figure
+
+
+def interpolation_figure(
+    rolls: Sequence[np.ndarray | torch.Tensor],
+    alphas: Sequence[float],
+    *,
+    ends: tuple[str, str] = ("A", "B"),
+    title: str = "interpolation",
+    tempo: float = 120.0,
+    frames_per_beat: int = 1,
+    dpi: int = 80,
+) -> Any:
+    """One figure of an interpolation path: a row per point, top (α = 0) to bottom (α = 1),
+    on shared time and pitch axes; the two endpoints framed in colour and labelled with
+    ``ends`` (e.g. ``("test sequence 0", "test sequence 5")``). Needs matplotlib."""
+    check_midi_options(tempo, frames_per_beat, MIN_VELOCITY)
+    actives = [_as_roll(roll) for roll in rolls]
+    if len(actives) < 2 or len(actives) != len(alphas):
+        raise ConfigError(
+            f"an interpolation figure needs one α per roll and at least 2 rolls, got "
+            f"{len(actives)} rolls and {len(alphas)} αs"
+        )
+    if min(len(active) for active in actives) == 0:
+        raise ConfigError("cannot draw an empty piano roll")
+    require_matplotlib()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    frames = max(len(active) for active in actives)
+    padded = np.zeros((len(actives), frames, NUM_KEYS), dtype=bool)
+    for i, active in enumerate(actives):
+        padded[i, :len(active)] = active
+    window = _pitch_window(padded)
+    row_height = min(1.6, max(1.0, (window[1] - window[0]) * 0.035))
+    width = min(14.0, max(7.0, 2.5 + frames * 0.07))
+    figure = Figure(figsize=(width, 0.9 + row_height * len(actives)), dpi=dpi,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(actives), 1, sharex=True, squeeze=False)[:, 0]
+    seconds_per_frame = 60.0 / (tempo * frames_per_beat)
+    end_colours = ("tab:red", "tab:green")
+    for i, (ax, active, alpha) in enumerate(zip(axes, padded, alphas)):
+        _draw_roll(ax, active, window, seconds_per_frame, seconds_axis=i == 0,
+                   pitch_labels="ends")
+        label = f"α = {float(alpha):.2f}"
+        end = 0 if i == 0 else 1 if i == len(actives) - 1 else None
+        if end is not None:
+            label = f"{'AB'[end]}: {ends[end]}\n{label}"
+            for spine in ax.spines.values():
+                spine.set_edgecolor(end_colours[end])
+                spine.set_linewidth(2.5)
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small",
+                      color="black" if end is None else end_colours[end])
+        ax.tick_params(axis="y", labelsize="x-small")
+    axes[-1].set_xlabel(f"time (frames; {frames_per_beat} per beat at {tempo:g} beats per minute)")
+    figure.suptitle(title)
+    return figure
+
+
+def save_figure(path: str | os.PathLike, figure: Any) -> Path:
+    """Write a matplotlib figure as PNG (atomically) and return the path."""
+    path = Path(path)
+    with atomic_write(path, "wb") as f:
+        figure.savefig(f, format="png")
     return path
 
 

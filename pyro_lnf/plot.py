@@ -1,23 +1,34 @@
-"""Training curves of a run directory: ``metrics.jsonl`` in, ``curves.png`` out.
+"""Training curves of run directories: ``metrics.jsonl`` in, ``curves.png`` out.
 
 :mod:`pyro_lnf.train` appends one JSON object per epoch to ``<run>/metrics.jsonl`` (keys such as
-``epoch``, ``train_loss``, ``train_kl``, ``beta``, ``lr``, ``valid_loss``,
-``valid_loss_beta1``, ``valid_kl``, ``valid_nll``; missing or ``null`` where not measured).
-:func:`plot_run` draws four panels against the epoch:
+``epoch`` (from 0), ``train_loss``, ``train_kl``, ``beta``, ``lr``, ``anneal_done``,
+``valid_loss``, ``valid_loss_beta1``, ``valid_kl``, ``valid_nll``; missing or ``null`` where
+not measured). :func:`curves_figure` draws, against the epoch as the logs count it (from 0),
+one panel per quantity the runs have:
 
-1. loss in nats per unit: training and validation loss at the epoch's β, and the validation
-   -ELBO at β = 1;
-2. KL in nats per unit, training and validation;
-3. the KL weight β, with the learning rate on a log axis beside it;
-4. the importance-sampled validation NLL, on the epochs it was computed.
+1. loss: training and validation loss at the epoch's β, and the validation -ELBO at β = 1
+   (one curve each for the LSTM, whose loss is its exact NLL);
+2. KL, training and validation (latent-variable models only);
+3. the KL weight β, with the learning rate on a log axis beside it (the LSTM, which has no β:
+   the learning rate alone);
+4. the importance-sampled validation NLL, on the epochs it was computed (if any).
+
+Losses are in nats per unit: ``-log p / Σ(T+1)`` over the split, i.e. per time step counting
+the end-of-sequence (length) term once per sequence (the paper's accounting; the sentence VAE
+divides by tokens including ``<eos>``, NVDM by words). The best epoch (the one ``best.pt``
+holds: the lowest validation -ELBO at β = 1 once annealing is done) is marked.
+
+Several runs overlay in one figure, one colour per run, named by folder in the legend.
 
 Needs matplotlib (``pip install 'pyro-lnf[plot]'``); it is used without ``pyplot``, so no
 backend or global figure state is touched.
 
 Example::
 
-    >>> plot_run("runs/jsb-afaf")           # doctest: +SKIP
+    >>> plot_run("runs/jsb-afaf")                              # doctest: +SKIP
     PosixPath('runs/jsb-afaf/curves.png')
+    >>> plot_runs(["runs/jsb-afaf", "runs/jsb-lstm"], "jsb.png")  # doctest: +SKIP
+    PosixPath('jsb.png')
 """
 
 from __future__ import annotations
@@ -25,28 +36,55 @@ from __future__ import annotations
 import json
 import math
 import os
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
 
-__all__ = ["CURVES", "METRICS_FILE", "plot_run", "read_metrics"]
+__all__ = [
+    "CURVES",
+    "METRICS_FILE",
+    "UNIT_NOTE",
+    "Run",
+    "best_epoch",
+    "curves_figure",
+    "plot_run",
+    "plot_runs",
+    "read_metrics",
+    "read_run",
+]
 
 METRICS_FILE = "metrics.jsonl"
 CURVES = "curves.png"
+#: The caption under every curves figure: what "nats/unit" means.
+UNIT_NOTE = (
+    "nats/unit = nats per time step, counting the end-of-sequence (length) term: "
+    "−log p / Σ(T+1) over the split (sentence VAE: per token incl. <eos>; NVDM: per word)"
+)
 
-#: Panel title -> (key, label) of each curve drawn in it.
-_PANELS: dict[str, tuple[tuple[str, str], ...]] = {
-    "loss (nats/unit)": (
-        ("train_loss", "train (β of the epoch)"),
-        ("valid_loss", "valid (β of the epoch)"),
-        ("valid_loss_beta1", "valid -ELBO (β = 1)"),
-    ),
-    "KL (nats/unit)": (("train_kl", "train"), ("valid_kl", "valid")),
-    "KL weight β": (("beta", "β"),),
-    "validation NLL (nats/unit, IS)": (("valid_nll", "IS NLL"),),
+LOSS, KL, BETA, LR, NLL = "loss", "KL", "β", "learning rate", "NLL"
+#: Panel -> (title, y label, ((key, label, line style), ...)).
+_PANELS: dict[str, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {
+    LOSS: ("loss", "nats/unit", (
+        ("train_loss", "train (β of the epoch)", "-"),
+        ("valid_loss", "valid (β of the epoch)", "--"),
+        ("valid_loss_beta1", "valid −ELBO at β = 1", ":"),
+    )),
+    KL: ("KL(q(z|x) ‖ p(z))", "nats/unit", (
+        ("train_kl", "train", "-"),
+        ("valid_kl", "valid", "--"),
+    )),
+    BETA: ("KL weight β and learning rate", "KL weight β", (("beta", "β", "-"),)),
+    LR: ("learning rate", "learning rate (log scale)", (("lr", "learning rate", "-"),)),
+    NLL: ("validation NLL (importance-sampled)", "nats/unit", (("valid_nll", "IS NLL", "-"),)),
 }
+#: A loss panel spanning more than this ratio (e.g. β = 1e-5 early on, where the -ELBO at
+#: β = 1 is 100x the loss trained) gets a log axis, so that every curve stays readable.
+_LOG_RATIO = 20.0
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -75,17 +113,224 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return records
 
 
-def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) where ``key`` holds a finite number; epochs count from 1."""
-    xs, ys = [], []
-    for i, record in enumerate(records):
-        value = record.get(key)
-        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if is_number and math.isfinite(value):
-            epoch = record.get("epoch", i)
-            xs.append((epoch if isinstance(epoch, (int, float)) else i) + 1)
-            ys.append(float(value))
-    return xs, ys
+@dataclass
+class Run:
+    """One run directory's records, as plotted."""
+
+    name: str
+    records: list[dict[str, Any]]
+
+    def series(self, key: str) -> tuple[list[float], list[float]]:
+        """(epochs, values) where ``key`` holds a finite number; epochs as logged (from 0)."""
+        xs, ys = [], []
+        for i, record in enumerate(self.records):
+            value = _number(record.get(key))
+            if value is not None:
+                epoch = _number(record.get("epoch"))
+                xs.append(epoch if epoch is not None else float(i))
+                ys.append(value)
+        return xs, ys
+
+    @property
+    def has_latent(self) -> bool:
+        """Whether the model has a latent variable: some KL was measured and was not 0 (the
+        LSTM baseline logs a KL of 0 at β = 1)."""
+        return any(y != 0 for key in ("train_kl", "valid_kl") for y in self.series(key)[1])
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def read_run(run_dir: str | os.PathLike) -> Run:
+    """The :class:`Run` of a directory that ``lnf train`` wrote, named by its folder.
+
+    :raises ConfigError: no such directory, or a missing or corrupt ``metrics.jsonl``.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} does not exist")
+    return Run(run_dir.resolve().name, read_metrics(run_dir / METRICS_FILE))
+
+
+def best_epoch(run: Run) -> tuple[float, float] | None:
+    """(epoch, validation -ELBO at β = 1) of the epoch ``best.pt`` holds: the lowest once
+    annealing is done (records without ``anneal_done`` count as done); ``None`` if no epoch
+    qualifies (e.g. a run stopped while β was still ramping up)."""
+    best = None
+    for record in run.records:
+        loss = _number(record.get("valid_loss_beta1"))
+        epoch = _number(record.get("epoch"))
+        if loss is None or epoch is None or record.get("anneal_done", True) is False:
+            continue
+        if best is None or loss < best[1]:
+            best = (epoch, loss)
+    return best
+
+
+def _panels(runs: Sequence[Run]) -> list[str]:
+    """The panels the runs have data for: KL and β only for latent-variable models."""
+    latent = any(run.has_latent for run in runs)
+    recorded = lambda key: any(run.series(key)[0] for run in runs)  # noqa: E731
+    panels = [LOSS]
+    if latent:
+        panels.append(KL)
+        panels.append(BETA)
+    elif recorded("lr"):
+        panels.append(LR)
+    if recorded("valid_nll"):
+        panels.append(NLL)
+    return panels
+
+
+def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
+    """A :class:`matplotlib.figure.Figure` of the runs' curves (see the module docstring).
+
+    One run: a colour per curve, the best epoch marked with a vertical line and a star.
+    Several: a colour per run (legend: the folder names), a line style per curve, a star at
+    each run's best epoch.
+
+    :raises ConfigError: no runs, or matplotlib not installed.
+    """
+    if not runs:
+        raise ConfigError("no runs to plot")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+        from matplotlib.ticker import MaxNLocator
+    except ImportError as err:
+        raise ConfigError("plotting needs matplotlib: pip install 'pyro-lnf[plot]'") from err
+
+    panels = _panels(runs)
+    columns = 2 if len(panels) == 4 else len(panels)
+    rows = math.ceil(len(panels) / columns)
+    figure = Figure(figsize=(max(5.5, 4.6 * columns), 3.0 * rows + 0.9), dpi=80,
+                    layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(rows, columns, sharex=True, squeeze=False).ravel()
+    for ax in grid[len(panels):]:
+        ax.set_visible(False)
+    single = len(runs) == 1
+    run_colours = [f"C{i % 10}" for i in range(len(runs))]
+    axes = {}
+    for index, (panel, ax) in enumerate(zip(panels, grid)):
+        axes[panel] = ax
+        panel_title, ylabel, curves = _PANELS[panel]
+        if panel == LOSS and not any(run.has_latent for run in runs):
+            panel_title, curves = "loss (−log-likelihood)", (
+                ("train_loss", "train", "-"), ("valid_loss", "valid", "--"))
+        ax.set_title(panel_title)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if index + columns >= len(panels):  # nothing below it: it carries the epoch axis
+            ax.set_xlabel("epoch (as logged, from 0)")
+            ax.xaxis.set_tick_params(labelbottom=True)
+        ys_all = []
+        for run, colour in zip(runs, run_colours):
+            if panel in (KL, BETA) and not run.has_latent:
+                continue  # an LSTM among flows: it has no KL and no β
+            for curve_index, (key, label, style) in enumerate(curves):
+                xs, ys = run.series(key)
+                if not xs:
+                    continue
+                ys_all += ys
+                ax.plot(xs, ys, linestyle=style if not single or panel == LOSS else "-",
+                        color=colour if not single else f"C{curve_index}",
+                        marker="o" if len(xs) < 20 else None, markersize=3,
+                        label=label if single else f"{run.name}: {label}")
+        if panel == LOSS and ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > _LOG_RATIO:
+            ax.set_yscale("log")
+            ax.set_ylabel("nats/unit (log scale)")
+        if panel == LR:
+            ax.set_yscale("log")
+        if panel == NLL and not ys_all:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
+        if single and len(curves) > 1:
+            ax.legend(fontsize="small")
+    if BETA in axes:
+        lr_axis = axes[BETA].twinx()
+        lr_axis.set_ylabel("learning rate (log scale, dashed)")
+        for run, colour in zip(runs, run_colours):
+            xs, lrs = run.series("lr")  # every run has one, the LSTM among flows too
+            if xs and all(lr > 0 for lr in lrs):
+                lr_axis.plot(xs, lrs, color="tab:red" if single else colour, linestyle="--",
+                             label="learning rate")
+                lr_axis.set_yscale("log")
+        axes[BETA].set_ylim(-0.05, 1.05)
+        if single:
+            lines = axes[BETA].get_lines() + lr_axis.get_lines()
+            axes[BETA].legend(lines, ["β (left axis)", "learning rate (right axis)"][:len(lines)],
+                              fontsize="small", loc="upper left")
+    for run, colour in zip(runs, run_colours):
+        best = best_epoch(run)
+        if best is None:
+            continue
+        epoch, loss = best
+        label = f"best epoch {epoch:g}: {loss:.3f} nats/unit"
+        axes[LOSS].plot([epoch], [loss], marker="*", markersize=14, linestyle="none",
+                        color="gold" if single else colour, markeredgecolor="black",
+                        label=label if single else f"{run.name}: {label}", zorder=5)
+        if single:
+            for ax in axes.values():
+                ax.axvline(epoch, color="grey", linestyle=":", linewidth=1, zorder=0)
+    if single:
+        axes[LOSS].legend(fontsize="small")
+    else:
+        handles = [Line2D([], [], color=colour, label=_run_label(run))
+                   for run, colour in zip(runs, run_colours)]
+        styles = [Line2D([], [], color="black", linestyle=style, label=label)
+                  for key, label, style in _PANELS[LOSS][2]
+                  if any(run.series(key)[0] for run in runs)]
+        styles.append(Line2D([], [], color="black", marker="*", markersize=10, linestyle="none",
+                             label="best epoch (lowest valid −ELBO at β = 1 after annealing)"))
+        # The caption is the legend's title: a legend and a supxlabel, both at the bottom,
+        # overlap under the constrained layout.
+        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
+        figure.legend(handles=handles + styles, loc="outside lower center",
+                      ncols=min(3, len(handles) + len(styles)), fontsize="small",
+                      title=note, title_fontsize="small")
+    if title is None:
+        if single:
+            run = runs[0]
+            best = best_epoch(run)
+            title = f"{run.name}: {len(run.records)} epochs" + (
+                "" if best is not None else " (annealing not finished: no best epoch yet)")
+        else:
+            title = f"{len(runs)} runs: " + ", ".join(run.name for run in runs)
+    figure.suptitle(title, fontsize="x-large", fontweight="bold")
+    if single:  # wrapped to the figure's width (about 15 characters an inch at this size)
+        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
+        figure.supxlabel(note, fontsize="small", color="dimgrey")
+    return figure
+
+
+def _run_label(run: Run) -> str:
+    """A run's legend entry: its folder name and its best epoch."""
+    best = best_epoch(run)
+    if best is None:
+        return f"{run.name} (no best epoch yet)"
+    return f"{run.name} (best: {best[1]:.3f} nats/unit, epoch {best[0]:g})"
+
+
+def _save(figure: Any, target: Path) -> Path:
+    with atomic_write(target, "wb") as f:
+        figure.savefig(f, format="png")
+    return target
+
+
+def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Overlay the curves of several run directories in one figure, written to ``out``.
+
+    :raises ConfigError: a missing run directory or a missing or corrupt ``metrics.jsonl``
+        (naming it), or matplotlib not installed.
+    """
+    runs = [read_run(run_dir) for run_dir in run_dirs]
+    return _save(curves_figure(runs), Path(out))
 
 
 def plot_run(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:
@@ -94,44 +339,6 @@ def plot_run(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None
     :raises ConfigError: no run directory, a missing or corrupt ``metrics.jsonl``, or
         matplotlib not installed.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} does not exist")
-    records = read_metrics(run_dir / METRICS_FILE)
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ConfigError("plotting needs matplotlib: pip install 'pyro-lnf[plot]'") from err
-
-    figure = Figure(figsize=(10, 7), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(2, 2, sharex=True).ravel()
-    for ax, (title, curves) in zip(axes, _PANELS.items()):
-        drawn = False
-        for key, label in curves:
-            xs, ys = _series(records, key)
-            if xs:
-                ax.plot(xs, ys, marker="o" if len(xs) < 20 else None, markersize=3, label=label)
-                drawn = True
-        if not drawn:
-            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes,
-                    color="grey")
-        elif len(curves) > 1:
-            ax.legend(fontsize="small")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    beta_axis = axes[2]
-    xs, lrs = _series(records, "lr")
-    if xs and all(lr > 0 for lr in lrs):
-        lr_axis = beta_axis.twinx()
-        lr_axis.plot(xs, lrs, color="tab:red", linestyle="--", label="learning rate")
-        lr_axis.set_yscale("log")
-        lr_axis.set_ylabel("learning rate", color="tab:red")
-    for ax in axes[2:]:
-        ax.set_xlabel("epoch")
-    figure.suptitle(f"{run_dir.resolve().name}: {len(records)} epochs")
-    target = Path(out) if out is not None else run_dir / CURVES
-    with atomic_write(target, "wb") as f:
-        figure.savefig(f, format="png")
-    return target
+    run = read_run(run_dir)
+    target = Path(out) if out is not None else Path(run_dir) / CURVES
+    return _save(curves_figure([run]), target)

@@ -46,6 +46,15 @@ from pyro_lnf.checkpoint import check_fits_dataset
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
+from pyro_lnf.limits import (
+    MAX_FRAMES,
+    MAX_LENGTH,
+    MAX_NUM,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+)
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import SentenceVAE
@@ -75,23 +84,9 @@ __all__ = [
 DECODINGS = ("sample", "mode")
 
 
-#: Bounds of ``lnf sample``'s options, shared by the CLI's click ranges and the library's
-#: checks (:func:`~pyro_lnf.outputs.check_between`). Generous for research, but each one stops
-#: an allocation or a run that could never finish: at most MAX_NUM sequences ...
-MAX_NUM = 10_000
-#: ... of at most MAX_LENGTH steps (MuseData's longest test piece has 4273 frames) ...
-MAX_LENGTH = 100_000
-#: ... and at most MAX_FRAMES steps in the padded batch (N x T, or points x T on a path):
-#: the flows' activations are N x T x hidden (~2 GB at hidden 500 for 10^6 steps), so it is
-#: the product, not either factor, that exhausts memory.
-MAX_FRAMES = 1_000_000
-#: Points on an interpolation path.
-MAX_STEPS = 1_000
-#: The LSTM's logits are divided by the temperature, so a tiny one overflows float32 (and a
-#: huge one only draws noise); the flows scale their noise by it.
-MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 100.0
-#: Seeds go to numpy's generator too (pyro.set_rng_seed), which takes 0 .. 2**32 - 1.
-MAX_SEED = 2**32 - 1
+# Bounds of ``lnf sample``'s options (MAX_NUM, MAX_LENGTH, MAX_FRAMES, ...) live in the
+# import-free :mod:`pyro_lnf.limits`, shared by the CLI's click ranges and the checks below.
+
 #: The devices this library runs on (torch also parses mps, meta, xla, ..., which it does not).
 DEVICES = "cpu, cuda or cuda:N"
 
@@ -393,8 +388,10 @@ class SampleOutput:
     lengths: list[int] = field(default_factory=list)
 
 
-def _check_formats(formats: Sequence[str], kind: str, dataset: str | None) -> tuple[str, ...]:
-    chosen = tuple(dict.fromkeys(formats)) or (("midi",) if kind == "binary" else ("txt",))
+def _check_formats(formats: Sequence[str], kind: str, dataset: str | None,
+                   interpolating: bool = False) -> tuple[str, ...]:
+    music = ("midi", "png") if interpolating else ("midi",)  # a path is for looking at
+    chosen = tuple(dict.fromkeys(formats)) or (music if kind == "binary" else ("txt",))
     for fmt in chosen:
         if fmt not in FORMATS:
             raise ConfigError(f"unknown output format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -465,9 +462,12 @@ def sample_checkpoint(
     (:mod:`pyro_lnf.sentences`), with ``length`` the longest sentence decoded.
 
     Files, for ``prefix`` = ``sample`` (or ``interp`` with ``interpolate_between``):
-    ``<prefix>_000.mid``, ``<prefix>_000.png``, ... one per sequence; ``<prefix>s.txt`` (text,
-    one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
-    ``alpha``) for the whole set. Music defaults to MIDI, text to ``.txt``.
+    ``<prefix>_000.mid``, ... one per sequence; ``sample_000.png``, ... one piano-roll figure
+    per sample (time in frames and seconds, pitch named at the C keys, a title), or for a path
+    ONE grid ``interp.png`` with a row per point and its endpoints marked; ``<prefix>s.txt``
+    (text, one per line) and ``<prefix>s.npz`` (``x`` padded, ``lengths``; for a path also
+    ``alpha``) for the whole set. Music defaults to MIDI (a path: MIDI and the PNG grid), text
+    to ``.txt``.
 
     :param decode: ``"sample"`` or ``"mode"``; default: sample when sampling, the mode along an
         interpolation path (so that the path itself is what changes from point to point).
@@ -497,7 +497,7 @@ def sample_checkpoint(
         )
     _check_model(module)
     dataset_name = module.config.get("dataset")
-    chosen = _check_formats(formats, module.kind, dataset_name)
+    chosen = _check_formats(formats, module.kind, dataset_name, interpolate_between is not None)
     # Refuse bad output options before sampling, which can take minutes.
     if frames_per_beat is None:
         frames_per_beat = outputs.frames_per_beat_for(dataset_name)
@@ -540,8 +540,11 @@ def sample_checkpoint(
                     out / f"{prefix}_{i:03d}.mid", roll, tempo=tempo,
                     frames_per_beat=frames_per_beat, velocity=velocity))
         elif fmt == "png":
-            for i, roll in enumerate(sequences):
-                result.files.append(outputs.roll_to_png(out / f"{prefix}_{i:03d}.png", roll))
+            result.files += _write_pictures(out, prefix, sequences, model=_model_label(module),
+                                            source=path, seed=seed, decode=decode,
+                                            temperature=temperature, tempo=tempo,
+                                            frames_per_beat=frames_per_beat,
+                                            between=interpolate_between)
         elif fmt == "txt":
             result.texts = [vocab.decode(ids) for ids in sequences]
             result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
@@ -549,6 +552,41 @@ def sample_checkpoint(
             result.files.append(outputs.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
                                                   **arrays))
     return result
+
+
+def _model_label(module: nn.Module) -> str:
+    """``"AF/AF on jsb_chorales"``: the model as the README names it, and its dataset."""
+    priors = {"afaf": "AF/AF", "afscf": "AF/SCF", "iafscf": "IAF/SCF", "indep": "independent"}
+    name = "LSTM" if isinstance(module, LSTMBaseline) else priors.get(
+        module.config.get("prior"), type(module).__name__)
+    dataset = module.config.get("dataset")
+    return name if dataset is None else f"{name} on {dataset}"
+
+
+def _write_pictures(out: Path, prefix: str, sequences: list[Tensor], *, model: str,
+                    source: Path, seed: int | None, decode: str, temperature: float,
+                    tempo: float, frames_per_beat: int,
+                    between: tuple[int, int] | None) -> list[Path]:
+    """PNG figures with time, pitch and a title: one per sample (``sample_000.png``, ...), or
+    for a path one grid ``interp.png`` with its endpoints marked (the MIDI files, one per
+    point, go beside it)."""
+    where = f"{source.parent.name}/{source.name}" if source.parent.name else source.name
+    timing = dict(tempo=tempo, frames_per_beat=frames_per_beat)
+    how = "most likely keys" if decode == "mode" else "sampled keys"
+    if between is None:
+        return [
+            outputs.save_figure(out / f"{prefix}_{i:03d}.png", outputs.roll_figure(
+                roll, title=f"{model} ({where})\nsample {i} · seed {seed} · "
+                f"temperature {temperature:g} · {how}", **timing))
+            for i, roll in enumerate(sequences)
+        ]
+    a, b = between
+    alphas = torch.linspace(0.0, 1.0, len(sequences)).tolist()
+    figure = outputs.interpolation_figure(
+        sequences, alphas, ends=(f"test sequence {a}", f"test sequence {b}"),
+        title=f"{model} ({where})\nz = (1 − α) μ(test {a}) + α μ(test {b}) · {how}",
+        **timing)
+    return [outputs.save_figure(out / f"{prefix}.png", figure)]
 
 
 def _sample_sentence_checkpoint(

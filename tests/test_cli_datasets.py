@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from test_download import Mirror, _Evil, closed_port_url, files_under, mirror  # noqa: F401 (fixture)
 
 import cli
@@ -28,22 +29,29 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-def test_lists_every_dataset_with_readme_counts(data_dir: Path) -> None:
-    result = run_cli(env={"LNF_DATA_DIR": str(data_dir)})
+def test_lists_every_dataset_with_readme_counts_in_80_columns(data_dir: Path) -> None:
+    # Off a terminal rich draws 80 columns (COLUMNS set for a terminal of that width).
+    result = run_cli(env={"LNF_DATA_DIR": str(data_dir), "COLUMNS": "80"})
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    # Counts as the data README measures them (PTB characters: after the paper's 288 filter).
-    for name, sequences, size in [
-        ("jsb_chorales", "229 / 76 / 77", "13,807 / 4,602 / 4,725"),
-        ("nottingham", "694 / 173 / 170", "176,561 / 45,513 / 44,463"),
-        ("muse_data", "524 / 135 / 124", "245,202 / 82,755 / 64,339"),
-        ("piano_midi", "87 / 12 / 25", "75,911 / 8,540 / 19,036"),
-        ("ptb_char", "41,740 / 3,356 / 3,735", "4,868,454 / 385,082 / 430,371"),
-        ("ptb_words", "42,068 / 3,370 / 3,761", "929,589 / 73,760 / 82,430"),
-        ("20news", "10,268 / 1,000 / 7,505", "1,030,757 / 98,124 / 720,898"),
+    assert max(map(cell_len, out.splitlines())) <= 80, out
+    # Counts as the data README measures them (PTB characters: after the paper's 288 filter),
+    # sequences on the dataset's line, units (frames, characters, words) on the next.
+    lines = out.splitlines()
+    for name, kind, sequences, unit, size in [
+        ("jsb_chorales", "binary", "229 76 77", "frames", "13,807 4,602 4,725"),
+        ("nottingham", "binary", "694 173 170", "frames", "176,561 45,513 44,463"),
+        ("muse_data", "binary", "524 135 124", "frames", "245,202 82,755 64,339"),
+        ("piano_midi", "binary", "87 12 25", "frames", "75,911 8,540 19,036"),
+        ("ptb_char", "categorical", "41,740 3,356 3,735", "characters",
+         "4,868,454 385,082 430,371"),
+        ("ptb_words", "categorical", "42,068 3,370 3,761", "words", "929,589 73,760 82,430"),
+        ("20news", "bow", "10,268 1,000 7,505", "words", "1,030,757 98,124 720,898"),
     ]:
-        row = next(line for line in out.splitlines() if f" {name} " in line)
-        assert sequences in row and size in row and "yes" in row, row
+        at = next(i for i, line in enumerate(lines) if line.split()[:1] == [name])
+        row, below = lines[at].split(), lines[at + 1].split()
+        assert row[1] == "sequences" and " ".join(row[2:5]) == sequences, lines[at]
+        assert below[:2] == [kind, unit] and " ".join(below[2:5]) == size, lines[at + 1]
     assert "Traceback" not in result.stderr
 
 

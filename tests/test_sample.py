@@ -1,9 +1,8 @@
 """Sampling and outputs: `lnf sample` files read back to what was drawn, seeds reproduce, the
-prior's log-density accumulated while sampling is its density, and `lnf plot` draws curves."""
+prior's log-density accumulated while sampling is its density (`lnf plot`: test_plot.py)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -93,7 +92,35 @@ def jsb_checkpoint(tmp_path: Path, data_dir: Path, monkeypatch) -> Path:
     return save_checkpoint(tmp_path / "jsb.pt", module=model)
 
 
-def test_cli_midi_and_png_hold_the_sampled_rolls(jsb_checkpoint, tmp_path, monkeypatch, capsys):
+def figure_roll(figure) -> np.ndarray:
+    """The (T, 88) 0/1 roll a piano-roll figure's (first) image shows, from its pixels' data
+    and extent (pitch low - 0.5 .. high + 0.5): matplotlib's objects, not rendered pixels."""
+    image = figure.axes[0].get_images()[0]
+    rows = np.asarray(image.get_array())
+    low = round(image.get_extent()[2] + 0.5)
+    roll = np.zeros((rows.shape[1], 88))
+    roll[:, low - 21:low - 21 + rows.shape[0]] = rows.T
+    return roll
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> dict[str, object]:
+    """File name -> the matplotlib Figure that `lnf sample` wrote there."""
+    from pyro_lnf import outputs
+
+    figures: dict[str, object] = {}
+    save = outputs.save_figure
+
+    def keep(path, figure):
+        figures[Path(path).name] = figure
+        return save(path, figure)
+
+    monkeypatch.setattr(outputs, "save_figure", keep)
+    return figures
+
+
+def test_cli_midi_and_png_hold_the_sampled_rolls(jsb_checkpoint, tmp_path, monkeypatch, capsys,
+                                                 saved_figures):
     out = tmp_path / "samples"
     code, _, err = run_lnf(monkeypatch, capsys, "sample", str(jsb_checkpoint), "-n", "3",
                            "--length", "12", "--tempo", "90", "--seed", "5", "--format", "midi",
@@ -117,10 +144,11 @@ def test_cli_midi_and_png_hold_the_sampled_rolls(jsb_checkpoint, tmp_path, monke
         merged_notes += sum(e - s > 1 for k in range(88) for s, e in runs(roll[:, k]))
         assert np.array_equal(
             roll_from_midi(out / f"sample_{i:03d}.mid", n, frames_per_second), roll)
-        image = matplotlib.image.imread(out / f"sample_{i:03d}.png")
-        assert image.shape[:2] == (88 * 4, n * 4)
-        black = image[::4, ::4, :3].max(-1) < 0.5
-        assert np.array_equal(black[::-1].T, roll > 0)
+        assert matplotlib.image.imread(out / f"sample_{i:03d}.png").shape[0] > 200
+        figure = saved_figures[f"sample_{i:03d}.png"]
+        assert np.array_equal(figure_roll(figure), roll > 0)
+        assert f"sample {i} · seed 5" in figure.axes[0].get_title()
+        assert "AF/SCF on jsb_chorales" in figure.axes[0].get_title()
     assert merged_notes > 0  # the merge above was exercised, not vacuous
 
 
@@ -138,18 +166,35 @@ def test_cli_sampling_is_reproducible_by_seed(jsb_checkpoint, tmp_path, monkeypa
                                                                             drawn[2]["x"])
 
 
-def test_cli_interpolation_writes_one_file_per_point(jsb_checkpoint, tmp_path, monkeypatch,
-                                                     capsys, data_dir):
+def test_cli_interpolation_writes_one_grid_and_a_midi_file_per_point(
+        jsb_checkpoint, tmp_path, monkeypatch, capsys, data_dir, saved_figures):
     out = tmp_path / "path"
     code, _, err = run_lnf(monkeypatch, capsys, "sample", str(jsb_checkpoint), "--interpolate",
-                           "0", "3", "--steps", "4", "--format", "midi", "--format", "npz",
-                           "--out", str(out))
+                           "0", "3", "--steps", "4", "--format", "midi", "--format", "png",
+                           "--format", "npz", "--out", str(out))
     assert code == 0, err
     test = load_dataset("jsb_chorales", data_dir=data_dir).splits["test"]
     arrays = np.load(out / "interps.npz")
     assert arrays["lengths"].tolist() == [max(len(test[0]), len(test[3]))] * 4
     assert arrays["alpha"].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert sorted(p.name for p in out.glob("*.mid")) == [f"interp_{i:03d}.mid" for i in range(4)]
+    assert sorted(p.name for p in out.glob("*.png")) == ["interp.png"]
+    grid = saved_figures["interp.png"]
+    rows = [ax for ax in grid.axes if ax.get_images()]
+    assert len(rows) == 4
+    for ax, roll, n in zip(rows, arrays["x"], arrays["lengths"]):
+        shown = np.asarray(ax.get_images()[0].get_array())
+        low = round(ax.get_images()[0].get_extent()[2] + 0.5)
+        assert np.array_equal(shown, roll[:n, low - 21:low - 21 + shown.shape[0]].T > 0)
+    assert rows[0].get_ylabel().startswith("A: test sequence 0")
+    assert rows[-1].get_ylabel().startswith("B: test sequence 3")
+    assert "z = (1 − α) μ(test 0) + α μ(test 3)" in grid.get_suptitle()
+    # the default for a music path: MIDI and the grid
+    code, _, err = run_lnf(monkeypatch, capsys, "sample", str(jsb_checkpoint), "--interpolate",
+                           "0", "3", "--steps", "3", "--out", str(tmp_path / "default"))
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "default").iterdir()) == [
+        "interp.png", "interp_000.mid", "interp_001.mid", "interp_002.mid"]
 
 
 def test_cli_bad_sample_options_are_one_line(jsb_checkpoint, tmp_path, monkeypatch, capsys):
@@ -314,47 +359,3 @@ def test_png_is_one_block_per_cell(tmp_path):
     assert image.shape[:2] == (88 * 3, 7 * 3)
     black = image[:, :, :3].max(-1) < 0.5
     assert np.array_equal(black, np.kron(roll.T[::-1], np.ones((3, 3))) > 0)
-
-
-# ------------------------------------------------------------------------------------------
-# lnf plot
-
-
-def write_metrics(run: Path, epochs: int = 4) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    with open(run / "metrics.jsonl", "w") as f:
-        for epoch in range(epochs):
-            f.write(json.dumps({
-                "epoch": epoch, "train_loss": 3.0 - 0.4 * epoch, "train_kl": 0.1 * epoch,
-                "beta": min(1.0, 0.3 * epoch), "lr": 1e-3, "valid_loss": 3.1 - 0.3 * epoch,
-                "valid_loss_beta1": 3.2 - 0.3 * epoch, "valid_kl": 0.12 * epoch,
-                "valid_nll": 3.0 - 0.2 * epoch if epoch % 2 else None,
-            }) + "\n")
-
-
-def test_lnf_plot_writes_curves(tmp_path, monkeypatch, capsys):
-    run = tmp_path / "run"
-    write_metrics(run)
-    code, stdout, err = run_lnf(monkeypatch, capsys, "plot", str(run))
-    assert code == 0, err
-    assert stdout.strip() == str(run / "curves.png")
-    image = matplotlib.image.imread(run / "curves.png")
-    assert image.shape[:2] == (700, 1000)
-    assert image[:, :, :3].min() < 0.5  # something was drawn on the white canvas
-
-
-def test_lnf_plot_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path / "nowhere"))
-    assert_one_line_error(code, err, "does not exist")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "metrics.jsonl does not exist")
-    (tmp_path / "metrics.jsonl").write_text("")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "holds no epochs")
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1, "train_loss": \n')
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "line 2: not valid JSON")
-    (tmp_path / "metrics.jsonl").write_text("[1, 2]\n")
-    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(tmp_path))
-    assert_one_line_error(code, err, "line 1: expected a JSON object")
-    assert not (tmp_path / "curves.png").exists()

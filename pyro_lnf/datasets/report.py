@@ -1,9 +1,15 @@
-"""The table ``lnf datasets`` prints: every dataset, its sizes, and whether it is present."""
+"""The table ``lnf datasets`` prints: every dataset, its sizes, and whether it is present.
+
+It fits 80 columns (what rich assumes off a terminal): each dataset takes two lines, its
+sequences over its units (frames, characters, words) per split, and its kind under its name.
+"""
 
 from __future__ import annotations
 
 import os
 
+from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from pyro_lnf.datasets.base import SPLITS, resolve_data_dir
@@ -23,42 +29,38 @@ def datasets_table(data_dir: str | os.PathLike | None = None) -> tuple[Table, li
         rows say ``invalid``; the caller decides how to fail).
     """
     root = resolve_data_dir(data_dir)
-    table = Table(title=f"datasets in {root}", title_justify="left")
+    table = Table(title=f"datasets in {escape(str(root))}", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, show_lines=True)
     for header, justify in (
-        ("dataset", "left"),
-        ("kind", "left"),
-        ("present", "left"),
-        ("sequences (train / valid / test)", "right"),
-        ("size (train / valid / test)", "right"),
-        ("unit", "left"),
-        ("max len", "right"),
+        ("dataset\nkind", "left"),
+        ("count", "left"),
+        *((split, "right") for split in SPLITS),
+        ("max\nlength", "right"),
         ("features", "right"),
     ):
-        table.add_column(header, justify=justify, no_wrap=header != "dataset")
+        table.add_column(header, justify=justify, no_wrap=True)
     errors: list[str] = []
     notes: list[str] = []
     for name, spec in DATASETS.items():
+        label = f"{name}\n[dim]{spec.kind}[/]"
         try:
             s: DatasetSummary = summarize(name, root)
         except DatasetError as err:
             errors.append(f"{name}: {err}")
-            table.add_row(name, spec.kind, "[red]invalid[/]", "-", "-", spec.unit, "-", "-")
+            table.add_row(label, "[red]invalid[/]", "-", "-", "-", "-", "-")
             continue
         if not s.present:
-            table.add_row(name, spec.kind, "[yellow]missing[/]", "-", "-", spec.unit, "-", "-")
+            table.add_row(label, "[yellow]missing[/]", "-", "-", "-", "-", "-")
             continue
         table.add_row(
-            name,
-            spec.kind,
-            "[green]yes[/]",
-            _per_split(s.sequences),
-            _per_split(s.units),
-            spec.unit,
+            label,
+            f"sequences\n{spec.unit}",
+            *(f"{s.sequences[split]:,}\n{s.units[split]:,}" for split in SPLITS),
             f"{s.max_length:,}",
             f"{s.num_features:,}",
         )
         if s.note:
-            notes.append(f"{name}: {s.note}")
+            notes.append(f"{name}: {escape(s.note)}")
     if notes:
         table.caption = "; ".join(notes)
         table.caption_justify = "left"

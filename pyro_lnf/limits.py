@@ -1,0 +1,71 @@
+"""Bounds of the command line's options, in a module that imports nothing.
+
+``cli.py`` reads these when its click options are declared, i.e. on every ``lnf`` call,
+``lnf --help`` included; keeping them here (not in :mod:`pyro_lnf.evaluate`,
+:mod:`pyro_lnf.outputs` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
+--help`` and argument errors fast. Those modules re-export them and check the same bounds for
+Python callers (:func:`pyro_lnf.outputs.check_between`).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DATASET_NAMES",
+    "MAX_BATCH_SIZE",
+    "MAX_CHUNK_SIZE",
+    "MAX_FRAMES",
+    "MAX_FRAMES_PER_BEAT",
+    "MAX_LENGTH",
+    "MAX_NUM",
+    "MAX_SAMPLES",
+    "MAX_SEED",
+    "MAX_STEPS",
+    "MAX_TEMPERATURE",
+    "MAX_TEMPO",
+    "MAX_VELOCITY",
+    "MIN_TEMPERATURE",
+    "MIN_TEMPO",
+    "MIN_VELOCITY",
+]
+
+#: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, for click choices (a test
+#: checks that the two agree).
+DATASET_NAMES = (
+    "jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char", "ptb_words", "20news",
+)
+
+# -- lnf evaluate --------------------------------------------------------------------------
+#: K only costs time, since samples run in chunks: 100000 is 200x the paper's K = 500 ...
+MAX_SAMPLES = 100_000
+#: ... while memory grows with chunk x batch x the longest item of the split: each bound is
+#: generous alone, and :data:`pyro_lnf.evaluate.MAX_PASS_UNITS` bounds the product.
+MAX_BATCH_SIZE = 4096
+MAX_CHUNK_SIZE = 4096
+
+# -- MIDI output (lnf sample) --------------------------------------------------------------
+#: Tempo bounds in beats per minute: far beyond any marking (Larghissimo ~20, Prestissimo
+#: ~200), while a tempo near 0 would stretch a frame to centuries of seconds.
+MIN_TEMPO, MAX_TEMPO = 1.0, 1000.0
+#: Most frames per beat: the file's tick resolution is lcm(480, frames per beat), and every
+#: grid up to 64 (a 256th note per quarter) keeps it within MIDI's 15-bit division (32767).
+MAX_FRAMES_PER_BEAT = 64
+#: MIDI note velocities: 0 means note-off, 127 is the largest 7-bit value.
+MIN_VELOCITY, MAX_VELOCITY = 1, 127
+
+# -- lnf sample ----------------------------------------------------------------------------
+#: Generous for research, but each one stops an allocation or a run that could never finish:
+#: at most MAX_NUM sequences ...
+MAX_NUM = 10_000
+#: ... of at most MAX_LENGTH steps (MuseData's longest test piece has 4273 frames) ...
+MAX_LENGTH = 100_000
+#: ... and at most MAX_FRAMES steps in the padded batch (N x T, or points x T on a path):
+#: the flows' activations are N x T x hidden (~2 GB at hidden 500 for 10^6 steps), so it is
+#: the product, not either factor, that exhausts memory.
+MAX_FRAMES = 1_000_000
+#: Points on an interpolation path.
+MAX_STEPS = 1_000
+#: The LSTM's logits are divided by the temperature, so a tiny one overflows float32 (and a
+#: huge one only draws noise); the flows scale their noise by it.
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 100.0
+#: Seeds go to numpy's generator too (pyro.set_rng_seed), which takes 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
