@@ -7,8 +7,12 @@ rank's time in its steps, so start-up and the process group are not counted):
 * on CPU: 1 process with 2 threads against 2 gloo ranks with 1 thread each (same cores);
 * with ``--device cuda``: 1..N GPUs, one rank per GPU (nccl).
 
-Efficiency = frames/s of W ranks / (W x frames/s of the first configuration), below 1 when
-communication or the smaller per-rank batches cost more than they save.
+Efficiency = frames/s / (units x frames/s per unit of the first configuration), where the
+units are the cores (ranks x threads) on CPU and the GPUs on CUDA: below 1 when communication
+or the smaller per-rank batches cost more than they save. On CPU both configurations use the
+same two cores, so there it is simply their ratio. Each configuration runs ``--repeats``
+times, alternating with the others so the machine's drift falls on all alike; the table gives
+the median.
 
     LNF_DATA_DIR=... python benchmarks/ddp_scaling.py               # CPU table
     LNF_DATA_DIR=... python benchmarks/ddp_scaling.py --device cuda --gpus 4
@@ -20,6 +24,7 @@ import argparse
 import datetime
 import os
 import socket
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -80,6 +85,7 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=None, help="up to this many (default: all)")
     parser.add_argument("--steps", type=int, default=12, help="training batches timed")
     parser.add_argument("--batch-size", type=int, default=0, help="default: the preset's (5)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each configuration")
     args = parser.parse_args()
     if args.device == "cpu":
         configs = [(1, 2, "1 process x 2 threads"), (2, 1, "2 gloo ranks x 1 thread")]
@@ -89,17 +95,23 @@ def main() -> None:
             sys.exit("no CUDA device here; run without --device cuda for the CPU table")
         top = min(count, args.gpus or count)
         configs = [(w, 1, f"{w} GPU(s), nccl") for w in range(1, top + 1)]
-    rows = []
-    for world, threads, label in configs:
-        fps, frames, size = run(world, threads, args.device, args.steps, args.batch_size)
-        rows.append((label, world, fps))
-        print(f"  measured {label}: {fps:.0f} frames/s ({args.steps} batches of {size}, "
-              f"{frames} frames)", file=sys.stderr)
-    base = rows[0][2] / rows[0][1]
-    print("| config | frames/s | efficiency |")
-    print("| --- | ---: | ---: |")
-    for label, world, fps in rows:
-        print(f"| {label} | {fps:.0f} | {fps / (world * base):.2f} |")
+    measured: dict[str, list[float]] = {label: [] for _, _, label in configs}
+    for i in range(args.repeats):
+        for world, threads, label in configs if i % 2 == 0 else configs[::-1]:
+            fps, frames, size = run(world, threads, args.device, args.steps, args.batch_size)
+            measured[label].append(fps)
+            print(f"  measured {label}: {fps:.0f} frames/s ({args.steps} batches of {size}, "
+                  f"{frames} frames)", file=sys.stderr)
+    units = {label: world * threads for world, threads, label in configs}
+    median = {label: statistics.median(values) for label, values in measured.items()}
+    first = configs[0][2]
+    base = median[first] / units[first]
+    print("| config | frames/s (median) | runs | efficiency |")
+    print("| --- | ---: | --- | ---: |")
+    for _, _, label in configs:
+        runs = ", ".join(f"{v:.0f}" for v in measured[label])
+        print(f"| {label} | {median[label]:.0f} | {runs} | "
+              f"{median[label] / (units[label] * base):.2f} |")
 
 
 if __name__ == "__main__":
