@@ -1,7 +1,7 @@
 r"""Data-parallel training and evaluation under ``torchrun`` (PyTorch's launcher, process group
 and :class:`~torch.nn.parallel.DistributedDataParallel`; nothing here re-implements them).
 
-**Launch.** ``torchrun --standalone --nproc_per_node N "$(command -v lnf)" train ...``; the
+**Launch.** ``torchrun --standalone --nproc_per_node N -m pyro_lnf train ...``; the
 rank, world size and local rank come from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``). The backend is gloo on CPU and nccl on CUDA, each rank on
 ``cuda:LOCAL_RANK``. Without torchrun (``WORLD_SIZE`` unset or 1) nothing here is used and

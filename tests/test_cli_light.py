@@ -103,3 +103,12 @@ def test_the_clis_light_choices_match_the_registries():
     assert tuple(DATASETS) == DATASET_NAMES
     assert choices(cli.train, "dataset") == DATASET_NAMES
     assert choices(cli.train, "model") == MODELS
+
+
+def test_python_m_pyro_lnf_is_the_lnf_command():
+    """What `torchrun -m pyro_lnf train ...` runs: the same command, with its one-line errors."""
+    done = subprocess.run([sys.executable, "-m", "pyro_lnf", "train", "--model", "nope"],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Invalid value for '--model'")
+    assert len(done.stderr.splitlines()) == 1
