@@ -868,7 +868,7 @@ class _Run:
         if self.scalars is not None:
             self.scalars.epoch(record)
         if not config.quiet and self.main:
-            bar.console.print(_describe(record))
+            bar.console.print(_describe(record), soft_wrap=True)  # one line per epoch, for grep
             if state.stopped_early:
                 bar.console.print(
                     f"stopping: no better validation loss for {config.patience} epoch(s) "
@@ -925,7 +925,7 @@ def train(
         with make_progress(quiet=config.quiet or not run.main, log_every=config.log_every,
                            log_minutes=config.log_minutes) as bar, _closing(run.scalars):
             if written is not None and not config.quiet:
-                bar.console.print(describe(written), highlight=False)
+                bar.console.print(describe(written), highlight=False, soft_wrap=True)
             while state.epoch < config.epochs and not state.stopped_early:
                 run.restore_rng(after_batches=False)
                 batches = _batches(train_batches, state.epoch)[:config.limit_batches]
