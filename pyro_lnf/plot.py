@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyro_lnf import records as run_records
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
 
@@ -156,18 +157,11 @@ def read_run(run_dir: str | os.PathLike) -> Run:
 
 
 def best_epoch(run: Run) -> tuple[float, float] | None:
-    """(epoch, validation -ELBO at β = 1) of the epoch ``best.pt`` holds: the lowest once
-    annealing is done (records without ``anneal_done`` count as done); ``None`` if no epoch
-    qualifies (e.g. a run stopped while β was still ramping up)."""
-    best = None
-    for record in run.records:
-        loss = _number(record.get("valid_loss_beta1"))
-        epoch = _number(record.get("epoch"))
-        if loss is None or epoch is None or record.get("anneal_done", True) is False:
-            continue
-        if best is None or loss < best[1]:
-            best = (epoch, loss)
-    return best
+    """(epoch, validation -ELBO at β = 1) of the epoch ``best.pt`` holds
+    (:func:`pyro_lnf.records.best_epoch`); ``None`` if no epoch qualifies (e.g. a run stopped
+    while β was still ramping up)."""
+    best = run_records.best_epoch(run.records)
+    return None if best is None else (best["epoch"], best["valid_loss_beta1"])
 
 
 def _panels(runs: Sequence[Run]) -> list[str]:

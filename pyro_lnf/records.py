@@ -299,6 +299,15 @@ def record_evaluation(checkpoint: str | os.PathLike, results: dict[str, Any],
     return path
 
 
+def best_epoch(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The metrics line of the epoch ``best.pt`` holds: the lowest validation −ELBO at β = 1
+    once annealing is done (lines written before ``anneal_done`` existed count as done), as
+    :func:`pyro_lnf.train.train` chooses it; ``None`` if no epoch qualifies."""
+    done = [m for m in metrics if m.get("anneal_done", True) is not False
+            and _finite(m.get("valid_loss_beta1")) and _finite(m.get("epoch"))]
+    return min(done, key=lambda m: m["valid_loss_beta1"], default=None)
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSON-lines file; lines that are not one are skipped."""
     if not path.is_file():
@@ -334,8 +343,7 @@ def summarize_run(folder: str | os.PathLike) -> dict[str, Any]:
     planned = record.get("config", {}).get("epochs")
     for resumed in record.get("resumed", []):
         planned = (resumed.get("overrides") or {}).get("epochs", planned)
-    done = [m for m in metrics if m.get("anneal_done") and _finite(m.get("valid_loss_beta1"))]
-    best = min(done, key=lambda m: m["valid_loss_beta1"], default=None)
+    best = best_epoch(metrics)
     nlls = [m["valid_nll"] for m in metrics if _finite(m.get("valid_nll"))]
     tests = [e for e in _read_jsonl(folder / EVALUATIONS)
              if e.get("split") == "test" and _finite(_test_nll(e))]

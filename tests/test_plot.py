@@ -4,14 +4,13 @@ legends, checked through matplotlib's objects (Agg canvas, no pixels compared)."
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import matplotlib
 import matplotlib.image
 
-import cli
 from pyro_lnf.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
+from test_sample import run_lnf
 
 matplotlib.use("Agg")
 
@@ -34,17 +33,6 @@ def write_metrics(run: Path, epochs: int = 4, lstm: bool = False, nll: bool = Tr
                 "valid_nll": 3.0 - 0.2 * epoch if nll and epoch % 2 else None,
             }) + "\n")
     return run
-
-
-def run_lnf(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["lnf", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def visible_axes(figure):
