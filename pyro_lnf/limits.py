@@ -1,13 +1,19 @@
-"""Bounds of the command line's options, in a module that imports nothing.
+"""Bounds of the command line's options and their one range check, in a module that imports
+nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 
 ``cli.py`` reads these when its click options are declared, i.e. on every ``lnf`` call,
 ``lnf --help`` included; keeping them here (not in :mod:`pyro_lnf.evaluate`,
 :mod:`pyro_lnf.outputs` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
 --help`` and argument errors fast. Those modules re-export them and check the same bounds for
-Python callers (:func:`pyro_lnf.outputs.check_between`).
+Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
 """
 
 from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from pyro_lnf.errors import ConfigError
 
 __all__ = [
     "DATASET_NAMES",
@@ -26,6 +32,7 @@ __all__ = [
     "MIN_TEMPERATURE",
     "MIN_TEMPO",
     "MIN_VELOCITY",
+    "check_between",
 ]
 
 #: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, for click choices (a test
@@ -69,3 +76,25 @@ MAX_STEPS = 1_000
 MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-6, 100.0
 #: Seeds go to numpy's generator too (pyro.set_rng_seed), which takes 0 .. 2**32 - 1.
 MAX_SEED = 2**32 - 1
+
+
+def check_between(option: str, value: Any, low: float, high: float) -> None:
+    """Refuse ``value`` unless it lies in ``[low, high]``, naming ``option`` and both bounds.
+
+    The one range check of the options, for training, sampling and evaluation alike (the
+    CLI's click ranges read the same bounds). An integer is required where ``low`` is one;
+    NaN fails every comparison and so is refused too, as are booleans (an ``int`` to Python,
+    never a size to a user).
+
+    :raises ConfigError: e.g. ``--num must be between 1 and 10000, got 1000000000``.
+    """
+    kinds = numbers.Integral if isinstance(low, int) else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise ConfigError(
+            f"{option} must be between {_bound(low)} and {_bound(high)}, got {value!r}"
+        )
+
+
+def _bound(value: float) -> str:
+    """A bound as a user types it: ``10000``, ``0.01``, ``1e-06`` (``:g`` alone gives 1e+04)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"

@@ -19,7 +19,6 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
 # Bounds of the MIDI options, re-exported (cli.py reads them from the import-free module).
 from pyro_lnf.limits import (  # noqa: F401
+    check_between,
     MAX_FRAMES_PER_BEAT,
     MAX_TEMPO,
     MAX_VELOCITY,
@@ -80,25 +80,6 @@ def _as_roll(roll: np.ndarray | torch.Tensor) -> np.ndarray:
     if roll.ndim != 2 or roll.shape[1] != NUM_KEYS:
         raise ConfigError(f"a piano roll must have shape (T, {NUM_KEYS}), got {roll.shape}")
     return roll > 0.5
-
-
-def check_between(option: str, value: Any, low: float, high: float) -> None:
-    """Refuse ``value`` unless it lies in ``[low, high]``, naming ``option`` and both bounds.
-
-    The one range check of the sampling and evaluation options (the CLI's click ranges read the
-    same bounds). An integer is required where ``low`` is one; NaN fails every comparison and
-    so is refused too, as are booleans (an ``int`` to Python, never a size to a user).
-
-    :raises ConfigError: e.g. ``--num must be between 1 and 10000, got 1000000000``.
-    """
-    kinds = numbers.Integral if isinstance(low, int) else numbers.Real
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        raise ConfigError(f"{option} must be between {_bound(low)} and {_bound(high)}, got {value!r}")
-
-
-def _bound(value: float) -> str:
-    """A bound as a user types it: ``10000``, ``0.01``, ``1e-06`` (``:g`` alone gives 1e+04)."""
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def check_midi_options(tempo: float, frames_per_beat: int, velocity: int) -> None:

@@ -82,6 +82,7 @@ from pyro_lnf.errors import CheckpointError, ConfigError, DivergenceError, Train
 from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
+from pyro_lnf.limits import MAX_SEED, check_between
 from pyro_lnf.progress import PlainProgress, make_progress, tracked
 from pyro_lnf.records import describe, start_record
 from pyro_lnf.scalars import Scalars
@@ -193,22 +194,10 @@ class TrainConfig:
         The upper bounds are far beyond any sensible run; they exist so that a typo (an extra
         few zeros) fails here in one line instead of in an allocation minutes later.
         """
-        for name, (low, high, optional) in _INT_BOUNDS.items():
+        for name, (low, high, optional) in _BOUNDS.items():
             value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                unset = " or unset" if optional else ""
-                raise ConfigError(
-                    f"{name} must be an integer from {low} to {high}{unset}, got {value!r}"
-                )
-        for name, (low, high, optional) in _FLOAT_BOUNDS.items():
-            value = getattr(self, name)
-            if value is None and optional:
-                continue
-            if not isinstance(value, (int, float)) or not low <= value <= high:
-                unset = " or unset" if optional else ""
-                raise ConfigError(f"{name} must be from {low:g} to {high:g}{unset}, got {value!r}")
+            if not (value is None and optional):
+                check_between(name, value, low, high)
         for name in ("lr", "min_lr", "grad_clip"):  # bounded above, but must not be 0
             if getattr(self, name) == 0:
                 raise ConfigError(f"{name} must be positive, got 0")
@@ -228,8 +217,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-#: ``name: (lowest, highest, may be None)`` for the integer options of :class:`TrainConfig`.
-_INT_BOUNDS: dict[str, tuple[int, int, bool]] = {
+#: ``name: (lowest, highest, may be None)`` for the options of :class:`TrainConfig`; an integer
+#: bound asks for an integer, and ``nan`` and ``inf`` fail every bound (:func:`check_between`).
+_BOUNDS: dict[str, tuple[float, float, bool]] = {
     "epochs": (0, 100_000, False),
     "batch_size": (1, 100_000, False),
     "eval_batch_size": (1, 100_000, True),
@@ -242,17 +232,14 @@ _INT_BOUNDS: dict[str, tuple[int, int, bool]] = {
     "nll_every": (0, 100_000, False),
     "nll_samples": (1, 100_000, False),
     "checkpoint_every": (0, 1_000_000_000, False),
-    "seed": (0, 2**32 - 1, False),  # numpy's seed range (pyro.set_rng_seed seeds numpy)
-    "limit_batches": (1, 1_000_000_000, True),
-    "log_every": (0, 1_000_000_000, False),
-}
-#: The same for the real-valued options (``nan`` and ``inf`` fail every bound).
-_FLOAT_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "seed": (0, MAX_SEED, False),
     "lr": (0.0, 1e3, False),
     "min_lr": (0.0, 1e3, True),
     "lr_decay": (1.0, 1e6, False),
     "grad_clip": (0.0, 1e9, True),
     "checkpoint_minutes": (0.0, 7 * 24 * 60.0, False),
+    "limit_batches": (1, 1_000_000_000, True),
+    "log_every": (0, 1_000_000_000, False),
     "log_minutes": (0.0, 7 * 24 * 60.0, False),
 }
 
