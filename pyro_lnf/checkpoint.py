@@ -54,6 +54,7 @@ __all__ = [
     "get_rng_state",
     "load_checkpoint",
     "load_model",
+    "model_from_checkpoint",
     "model_registry",
     "register_model",
     "restore_param_store",
@@ -512,6 +513,20 @@ def load_model(
     """
     path = Path(path)
     checkpoint = load_checkpoint(path, map_location=map_location)
+    return model_from_checkpoint(checkpoint, path, map_location, param_store=param_store)
+
+
+def model_from_checkpoint(
+    checkpoint: Mapping[str, Any],
+    path: str | os.PathLike,
+    map_location: Any = None,
+    *,
+    param_store: bool = True,
+) -> torch.nn.Module:
+    """:func:`load_model` for a checkpoint already read with :func:`load_checkpoint` (so a
+    caller that also needs its other parts reads the file once); ``path`` names it in errors.
+    """
+    path = Path(path)
     cls = _model_class(checkpoint, path)
     info = checkpoint["model"]
     try:

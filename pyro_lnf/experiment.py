@@ -13,7 +13,7 @@ import pyro
 import torch
 from rich.progress import track
 
-from pyro_lnf.checkpoint import load_checkpoint, load_model
+from pyro_lnf.checkpoint import load_checkpoint, model_from_checkpoint
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluate
@@ -181,7 +181,7 @@ def _resumed(model: str, dataset_name: str,
         )
     settings = {k: v for k, v in saved_train.items() if k in _TRAIN_FIELDS}
     settings.update({k: v for k, v in given.items() if k in _TRAIN_FIELDS})
-    return load_model(path, param_store=False), TrainConfig(**settings)
+    return model_from_checkpoint(checkpoint, path, param_store=False), TrainConfig(**settings)
 
 
 @torch.no_grad()
@@ -237,7 +237,8 @@ def evaluate_checkpoint(
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision != "fp32" and device.type != "cpu":
         raise ConfigError(f"--precision {precision} is for CPU evaluation; use fp32 on {device}")
-    module = load_model(path, map_location=device)
+    checkpoint = load_checkpoint(path, map_location=device)
+    module = model_from_checkpoint(checkpoint, path, device)
     if precision != "fp32" and not isinstance(module, LatentFlowModel):
         raise ConfigError(
             f"--precision {precision} applies to the latent-flow models, not {module.name!r}"
@@ -268,7 +269,6 @@ def evaluate_checkpoint(
                 module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device,
                 seed=seed, group=group, per_sequence=per_sequence,
             )
-    checkpoint = load_checkpoint(path, map_location="cpu")  # for its metadata
     results.update(
         dataset=dataset.name,
         split=split,
