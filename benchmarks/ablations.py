@@ -4,7 +4,7 @@ This shared machine drifts by ±15% between runs, more than some of the effects,
 variant is timed right after the other on the same batch, six times, and the medians summed.
 
 1. The IAF/SCF density loop (forward + backward, JSB batches of 5) with the time LSTM's weights
-   multiplied through :class:`~pyro_lnf.weight_bank.WeightBank` (gradients formed once after the
+   multiplied through :class:`~pyro_lnf.nn.weight_bank.WeightBank` (gradients formed once after the
    loop) against plain products (a gradient product and accumulation per step).
 2. A whole AF/AF training step with Adam's fused kernel against its default per-op update.
 
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_lnf.datasets import load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
-from pyro_lnf.experiment import build_model  # noqa: E402
+from pyro_lnf.app.run import build_model  # noqa: E402
 
 
 class PlainProduct:
@@ -69,7 +69,7 @@ def density_loop(jsb, batches, rounds: int) -> None:
         module.prior.log_prob(z, batch.lengths).sum().backward()
 
     def plain(batch) -> None:
-        with mock.patch("pyro_lnf.recurrence.WeightBank", PlainProduct):
+        with mock.patch("pyro_lnf.nn.lstm.WeightBank", PlainProduct):
             density(batch)
 
     density(batches[0])  # warm-up

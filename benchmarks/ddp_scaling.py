@@ -47,8 +47,8 @@ def _worker(rank: int, world: int, port: int, threads: int, device: str, steps: 
         tdist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank,
                                  world_size=world, timeout=datetime.timedelta(seconds=300))
     from pyro_lnf.datasets import load_dataset
-    from pyro_lnf.experiment import build_model, dataset_batches, split_settings
-    from pyro_lnf.presets import preset
+    from pyro_lnf.app.run import build_model, dataset_batches, split_settings
+    from pyro_lnf.app.config import preset
     from pyro_lnf.train import TrainConfig, train
 
     dataset = load_dataset("jsb_chorales")

@@ -40,9 +40,9 @@ from pyro_lnf.checkpoint import load_model  # noqa: E402
 from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
 from pyro_lnf.evaluate import evaluate, importance_sample  # noqa: E402
-from pyro_lnf.experiment import build_model  # noqa: E402
-from pyro_lnf.precision import PRECISIONS, bulk_precision  # noqa: E402
-from pyro_lnf.runtime import keep_freed_memory  # noqa: E402
+from pyro_lnf.app.run import build_model  # noqa: E402
+from pyro_lnf.nn.precision import PRECISIONS, bulk_precision  # noqa: E402
+from pyro_lnf.nn.runtime import keep_freed_memory  # noqa: E402
 from pyro_lnf.train import TrainConfig, make_optimizer  # noqa: E402
 
 AUTHORS_FPS_JSB = {"afaf": 378, "afscf": 384, "iafscf": 197, "lstm": 2724}

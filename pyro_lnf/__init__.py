@@ -11,8 +11,8 @@ The public API, re-exported here:
 - data (:mod:`pyro_lnf.datasets`), training (:mod:`pyro_lnf.train`), evaluation
   (:mod:`pyro_lnf.evaluate`) and checkpoints (:mod:`pyro_lnf.checkpoint`). The functions
   ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
-- speed: reduced-precision evaluation (:mod:`pyro_lnf.precision`) and an allocator setting
-  for CPU runs (:mod:`pyro_lnf.runtime`);
+- speed: reduced-precision evaluation (:mod:`pyro_lnf.nn.precision`) and an allocator setting
+  for CPU runs (:mod:`pyro_lnf.nn.runtime`);
 - sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
   of a sentence VAE (:mod:`pyro_lnf.sentences`).
 
@@ -47,8 +47,8 @@ _SOURCES: dict[str, str] = {
     ),
     "importance_log_likelihood": "pyro_lnf.evaluate",
     **dict.fromkeys(["NVDM", "LatentFlowModel", "LSTMBaseline", "SentenceVAE"], "pyro_lnf.models"),
-    "bulk_precision": "pyro_lnf.precision",
-    "keep_freed_memory": "pyro_lnf.runtime",
+    "bulk_precision": "pyro_lnf.nn.precision",
+    "keep_freed_memory": "pyro_lnf.nn.runtime",
     "TrainConfig": "pyro_lnf.train",
     **dict.fromkeys(["TemporalFlow", "TemporalFlowDistribution"], "pyro_lnf.transforms.temporal"),
 }

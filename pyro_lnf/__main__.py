@@ -2,6 +2,6 @@
 train ...`` needs no path to a script (``$(command -v lnf)`` can be a shell shim, e.g.
 pyenv's, which torchrun cannot run with Python)."""
 
-from cli import main
+from pyro_lnf.app.cli import main
 
 main()

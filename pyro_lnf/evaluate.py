@@ -41,8 +41,8 @@ from pyro import poutine
 from pyro.poutine.util import prune_subsample_sites
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.limits import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
-from pyro_lnf.outputs import check_between
+from pyro_lnf.nn.checks import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
+from pyro_lnf.app.files import check_between
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 #: Bounds of ``lnf evaluate``'s options (the CLI's click ranges read them too), defined in the
-#: import-free :mod:`pyro_lnf.limits`. Memory grows with chunk x batch x the longest item of the
+#: import-free :mod:`pyro_lnf.nn.checks`. Memory grows with chunk x batch x the longest item of the
 #: split: each bound is generous alone, and :data:`MAX_PASS_UNITS` bounds the product (an LSTM
 #: activation of width 500 over 8e6 steps is 16 GB in float32; the defaults on MuseData's
 #: longest test piece, 32 x 8 x 4273, need 1.1e6).

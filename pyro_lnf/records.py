@@ -160,7 +160,7 @@ def start_record(out: str | os.PathLike, module: Any, config: Any, given: dict[s
     """Write (or, resuming, extend) ``out/run.json`` for ``module`` trained with ``config``
     (a :class:`~pyro_lnf.train.TrainConfig`); ``given`` holds what the caller knows beyond
     them: ``model``, ``dataset``, ``overrides``, ``command``. Returns the record."""
-    from pyro_lnf.experiment import MODEL_OPTIONS
+    from pyro_lnf.app.run import MODEL_OPTIONS
 
     model_config = dict(getattr(module, "config", {}))
     name = getattr(module, "name", type(module).__name__)

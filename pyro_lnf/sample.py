@@ -41,12 +41,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pyro_lnf import outputs
+from pyro_lnf.app import files as outputs
 from pyro_lnf.checkpoint import check_fits_dataset
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
-from pyro_lnf.limits import (
+from pyro_lnf.nn.checks import (
     MAX_FRAMES,
     MAX_LENGTH,
     MAX_NUM,
@@ -58,8 +58,8 @@ from pyro_lnf.limits import (
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import SentenceVAE
-from pyro_lnf.outputs import check_between
-from pyro_lnf.recurrence import LSTMStepper, zero_state
+from pyro_lnf.app.files import check_between
+from pyro_lnf.nn.lstm import LSTMStepper, zero_state
 
 __all__ = [
     "DECODINGS",
@@ -85,7 +85,7 @@ DECODINGS = ("sample", "mode")
 
 
 # Bounds of ``lnf sample``'s options (MAX_NUM, MAX_LENGTH, MAX_FRAMES, ...) live in the
-# import-free :mod:`pyro_lnf.limits`, shared by the CLI's click ranges and the checks below.
+# import-free :mod:`pyro_lnf.nn.checks`, shared by the CLI's click ranges and the checks below.
 
 #: The devices this library runs on (torch also parses mps, meta, xla, ..., which it does not).
 DEVICES = "cpu, cuda or cuda:N"
@@ -283,7 +283,7 @@ def _sample_autoregressive(
     (zeros for :math:`x_{-1}`), exactly the input its teacher-forced ``logits`` builds, so the
     logits seen here are those :meth:`LSTMBaseline.logits` gives for the finished sequence.
 
-    The LSTM runs on its own weights (:class:`~pyro_lnf.recurrence.LSTMStepper`: one
+    The LSTM runs on its own weights (:class:`~pyro_lnf.nn.lstm.LSTMStepper`: one
     ``nn.LSTM`` call per step is ~3x slower on CPU) with the length features' share of the
     gates computed for all steps at once; the input embedding is folded into the first layer's
     input weights (:math:`\mathrm{emb}(x) W^\top = x\,(E W^\top)` for a one-hot or multi-hot
@@ -473,7 +473,7 @@ def sample_checkpoint(
         interpolation path (so that the path itself is what changes from point to point).
     :param interpolate_between: indices ``(A, B)`` of two test-split sequences of the model's
         dataset; their encodings are interpolated in ``steps`` points (:func:`interpolate`).
-    :param frames_per_beat: default: the dataset's grid (:data:`~pyro_lnf.outputs.
+    :param frames_per_beat: default: the dataset's grid (:data:`~pyro_lnf.app.files.
         FRAMES_PER_BEAT`).
     :raises ConfigError: options that do not fit the model (e.g. MIDI for a text model).
     :raises CheckpointError: an unreadable checkpoint, or one that does not match its dataset.

@@ -33,7 +33,7 @@ from pyro_lnf.datasets import Vocab, collate
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating
 from pyro_lnf.models.vae import SentenceVAE
-from pyro_lnf.outputs import check_between
+from pyro_lnf.app.files import check_between
 from pyro_lnf.sample import DECODINGS, MAX_LENGTH, MAX_NUM, MAX_STEPS, check_frames, seeded
 
 __all__ = ["interpolate_sentences", "sample_sentences", "sentence_texts"]

@@ -82,7 +82,7 @@ from pyro_lnf.errors import CheckpointError, ConfigError, DivergenceError, Train
 from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
-from pyro_lnf.limits import MAX_SEED, check_between
+from pyro_lnf.nn.checks import MAX_SEED, check_between
 from pyro_lnf.progress import PlainProgress, make_progress, tracked
 from pyro_lnf.records import describe, start_record
 from pyro_lnf.scalars import Scalars

@@ -13,7 +13,7 @@ import pytest
 from rich.cells import cell_len
 from test_download import Mirror, _Evil, closed_port_url, files_under, mirror  # noqa: F401 (fixture)
 
-import cli
+from pyro_lnf.app import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
-import cli
+from pyro_lnf.app import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,7 +64,7 @@ def test_help_and_usage_errors_import_no_torch(args):
 
 
 def test_importing_the_package_and_its_errors_imports_no_torch():
-    heavy, printed = heavy_modules_after("import pyro_lnf, pyro_lnf.errors, pyro_lnf.limits")
+    heavy, printed = heavy_modules_after("import pyro_lnf, pyro_lnf.errors, pyro_lnf.nn.checks")
     assert heavy == [], printed
 
 
@@ -97,8 +97,8 @@ def choices(command: click.Command, option: str) -> tuple[str, ...]:
 
 def test_the_clis_light_choices_match_the_registries():
     from pyro_lnf.datasets import DATASETS
-    from pyro_lnf.limits import DATASET_NAMES
-    from pyro_lnf.presets import MODELS
+    from pyro_lnf.nn.checks import DATASET_NAMES
+    from pyro_lnf.app.config import MODELS
 
     assert tuple(DATASETS) == DATASET_NAMES
     assert choices(cli.train, "dataset") == DATASET_NAMES

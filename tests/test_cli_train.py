@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from pyro_lnf.precision import bf16_lstm_supported
+from pyro_lnf.nn.precision import bf16_lstm_supported
 
 TINY = [
     "--hidden-size",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.outputs import interpolation_figure, note_name, roll_figure, save_figure
+from pyro_lnf.app.files import interpolation_figure, note_name, roll_figure, save_figure
 
 
 def test_note_names_follow_midi_60_is_c4():

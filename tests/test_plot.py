@@ -1,4 +1,4 @@
-"""`lnf plot` and :mod:`pyro_lnf.plot`: the figures' labelled axes, panels, best-epoch marker and
+"""`lnf plot` and :mod:`pyro_lnf.app.plot`: the figures' labelled axes, panels, best-epoch marker and
 legends, checked through matplotlib's objects (Agg canvas, no pixels compared)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.image
 
-from pyro_lnf.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
+from pyro_lnf.app.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
 from test_sample import run_lnf
 
 matplotlib.use("Agg")

@@ -14,11 +14,11 @@ from pyro_lnf.datasets import iterate_batches
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import importance_sample
-from pyro_lnf.experiment import evaluate_checkpoint
+from pyro_lnf.app.run import evaluate_checkpoint
 from pyro_lnf.models.baseline import LSTMBaseline
-from pyro_lnf.models.features import BiLSTM
+from pyro_lnf.nn.features import BiLSTM
 from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.precision import bf16_lstm_supported, bulk_precision
+from pyro_lnf.nn.precision import bf16_lstm_supported, bulk_precision
 
 #: The numerics of bf16 can only be checked where oneDNN runs a bfloat16 LSTM; elsewhere the
 #: refusal is what is tested (below, on every CPU).
@@ -89,7 +89,7 @@ def test_evaluate_checkpoint_refuses_bf16_where_it_would_do_nothing(tmp_path):
 
 
 def test_bf16_is_refused_in_one_line_where_the_cpu_lacks_it(monkeypatch):
-    monkeypatch.setattr("pyro_lnf.precision.bf16_lstm_supported", lambda: False)
+    monkeypatch.setattr("pyro_lnf.nn.precision.bf16_lstm_supported", lambda: False)
     with pytest.raises(ConfigError, match="bfloat16 LSTM kernel .* evaluate in fp32"):
         with bulk_precision(torch.bfloat16):
             pass
@@ -101,7 +101,7 @@ def test_probe_finds_no_bf16_lstm_on_an_avx2_only_cpu(tmp_path, data_dir):
     """Capping oneDNN at AVX2 makes any x86 CPU look like an AVX2-only EPYC, where the
     bfloat16 LSTM fails: the probe must say so, and the CLI must refuse in one line."""
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    code = "from pyro_lnf.precision import bf16_lstm_supported as s; print(s())"
+    code = "from pyro_lnf.nn.precision import bf16_lstm_supported as s; print(s())"
     probe = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                            text=True, check=True)
     assert probe.stdout.strip() == "False"

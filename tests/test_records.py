@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-import cli
+from pyro_lnf.app import cli
 from pyro_lnf.checkpoint import load_checkpoint
 
 TINY = [

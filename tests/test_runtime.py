@@ -8,7 +8,7 @@ import pytest
 
 _RETAINED = """
 import sys, torch
-from pyro_lnf.runtime import keep_freed_memory
+from pyro_lnf.nn.runtime import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 def rss():

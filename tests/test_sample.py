@@ -12,13 +12,13 @@ import pretty_midi
 import pytest
 import torch
 
-import cli
+from pyro_lnf.app import cli
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.datasets import load_dataset
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import PRIORS, LatentFlowModel
-from pyro_lnf.outputs import roll_to_midi, roll_to_png
+from pyro_lnf.app.files import roll_to_midi, roll_to_png
 from pyro_lnf.sample import interpolate, sample_sequences, unpad
 
 TINY = dict(latent_dim=4, hidden_size=12, embedding_dim=8, flow_layers=2, flow_hidden=(8, 8),
@@ -106,7 +106,7 @@ def figure_roll(figure) -> np.ndarray:
 @pytest.fixture
 def saved_figures(monkeypatch) -> dict[str, object]:
     """File name -> the matplotlib Figure that `lnf sample` wrote there."""
-    from pyro_lnf import outputs
+    from pyro_lnf.app import files as outputs
 
     figures: dict[str, object] = {}
     save = outputs.save_figure

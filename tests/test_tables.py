@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.cells import cell_len
 from rich.console import Console
 
-import cli
+from pyro_lnf.app import cli
 
 FLOW = {
     "model": "lnf", "dataset": "jsb_chorales", "split": "test", "sequences": 77,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_lnf.recurrence import LSTMStepper
-from pyro_lnf.weight_bank import WeightBank
+from pyro_lnf.nn.lstm import LSTMStepper
+from pyro_lnf.nn.weight_bank import WeightBank
 
 F64 = torch.float64
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_lnf.models.features import BiLSTM, LengthFeatures, TiedEmbedding
-from pyro_lnf.precision import bulk_autocast
+from pyro_lnf.nn.features import BiLSTM, LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.precision import bulk_autocast
 
 
 class Emission(nn.Module):

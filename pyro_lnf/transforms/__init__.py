@@ -38,7 +38,7 @@ from pyro_lnf.transforms.elementwise import (
     elementwise_map,
     nlsq,
 )
-from pyro_lnf.transforms.made import MADE, Conditioner, DenseNet
+from pyro_lnf.nn.made import MADE, Conditioner, DenseNet
 from pyro_lnf.transforms.stack import (
     ConditionalHiddenFlow,
     ConditionedHiddenFlow,

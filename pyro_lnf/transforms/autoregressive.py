@@ -52,7 +52,7 @@ from torch.distributions import constraints
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.transforms.elementwise import ElementwiseMap, FlowTransform, elementwise_map
-from pyro_lnf.transforms.made import MADE, Conditioner
+from pyro_lnf.nn.made import MADE, Conditioner
 
 __all__ = [
     "AutoregressiveFlow",

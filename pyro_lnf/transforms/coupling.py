@@ -50,7 +50,7 @@ from torch.distributions import constraints
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.transforms.elementwise import ElementwiseMap, FlowTransform, elementwise_map
-from pyro_lnf.transforms.made import DenseNet
+from pyro_lnf.nn.made import DenseNet
 
 __all__ = [
     "ConditionalCouplingFlow",

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.transforms.made import DenseNet
+from pyro_lnf.nn.made import DenseNet
 
 __all__ = [
     "Affine",

@@ -51,9 +51,9 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.precision import bulk_autocast
-from pyro_lnf.recurrence import LSTMStepper
-from pyro_lnf.recurrence import LSTMState as StepperState
+from pyro_lnf.nn.precision import bulk_autocast
+from pyro_lnf.nn.lstm import LSTMStepper
+from pyro_lnf.nn.lstm import LSTMState as StepperState
 
 __all__ = ["KINDS", "TemporalFlow", "TemporalFlowDistribution"]
 

@@ -31,7 +31,7 @@ import torch
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
 # Bounds of the MIDI options, re-exported (cli.py reads them from the import-free module).
-from pyro_lnf.limits import (  # noqa: F401
+from pyro_lnf.nn.checks import (  # noqa: F401
     check_between,
     MAX_FRAMES_PER_BEAT,
     MAX_TEMPO,

@@ -19,7 +19,7 @@ the inputs only) leaves nothing behind for a later one. First-order gradients on
 It pays for large weights only: the two custom autograd nodes cost tens of microseconds per
 step, more than the thin product they save for the small networks of the hidden flow (measured:
 banking those too made the IAF/SCF density loop about 5% slower), so only the time LSTM's
-weights are banked (:class:`~pyro_lnf.recurrence.LSTMStepper`).
+weights are banked (:class:`~pyro_lnf.nn.lstm.LSTMStepper`).
 
 Example::
 

@@ -3,7 +3,7 @@ nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 
 ``cli.py`` reads these when its click options are declared, i.e. on every ``lnf`` call,
 ``lnf --help`` included; keeping them here (not in :mod:`pyro_lnf.evaluate`,
-:mod:`pyro_lnf.outputs` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
+:mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
 --help`` and argument errors fast. Those modules re-export them and check the same bounds for
 Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
 """

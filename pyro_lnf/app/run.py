@@ -20,8 +20,8 @@ from pyro_lnf.evaluate import evaluate
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
-from pyro_lnf.precision import PRECISIONS, bulk_precision
-from pyro_lnf.presets import FLOW_MODELS, KAPPA, VAE_MODELS, preset
+from pyro_lnf.nn.precision import PRECISIONS, bulk_precision
+from pyro_lnf.app.config import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.sample import resolve_device
 from pyro_lnf.train import (
     LAST, TRAJECTORY_OPTIONS, TrainConfig, TrainSummary, sequence_batches, train,
@@ -220,11 +220,11 @@ def evaluate_checkpoint(
     ``per_sequence`` adds ``log_likelihood_per_sequence`` (sequence models only).
 
     ``precision="bf16"`` runs the latent-flow model's LSTMs and emission projection in
-    bfloat16 on CPU (:mod:`pyro_lnf.precision`); densities and weights stay in float32.
+    bfloat16 on CPU (:mod:`pyro_lnf.nn.precision`); densities and weights stay in float32.
     """
     from pyro_lnf.checkpoint import check_fits_dataset
     from pyro_lnf.evaluate import check_evaluate_options
-    from pyro_lnf.outputs import check_between
+    from pyro_lnf.app.files import check_between
     from pyro_lnf.sample import MAX_SEED
 
     from pyro_lnf.distributed import current

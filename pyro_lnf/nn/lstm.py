@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pyro_lnf.weight_bank import WeightBank
+from pyro_lnf.nn.weight_bank import WeightBank
 
 LSTMState = tuple[list[Tensor], list[Tensor]]
 
@@ -30,7 +30,7 @@ class LSTMStepper:
     columns of :math:`W_{ih}` that read it (the baseline folds its embedding into them). In
     training mode the LSTM's inter-layer dropout is applied as ``nn.LSTM`` applies it. With
     gradients on, every per-step product with a weight goes through a
-    :class:`~pyro_lnf.weight_bank.WeightBank`, so each weight's gradient is formed once after
+    :class:`~pyro_lnf.nn.weight_bank.WeightBank`, so each weight's gradient is formed once after
     the loop rather than once per step.
 
     :param lstm: the module whose weights are used (gradients flow to them).

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.precision import bulk_autocast
+from pyro_lnf.nn.precision import bulk_autocast
 
 
 def check_sizes(dropout: float, **sizes: int) -> None:
