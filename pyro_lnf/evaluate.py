@@ -42,7 +42,7 @@ from pyro.poutine.util import prune_subsample_sites
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.nn.checks import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
-from pyro_lnf.app.files import check_between
+from pyro_lnf.nn.checks import check_between
 
 __all__ = [
     "MAX_BATCH_SIZE",
