@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 import pyro_lnf.transforms as T
-from pyro_lnf.transforms.elementwise import _NLSQ_A
+from pyro_lnf.transforms.nlsq import _NLSQ_A
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

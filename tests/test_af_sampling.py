@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pyro_lnf.transforms import conditional_autoregressive_flow
-from pyro_lnf.transforms.elementwise import NLSqMap
+from pyro_lnf.transforms.nlsq import NLSqMap
 
 
 def perturbed_flow(dim: int, transform: str, scale: float) -> torch.nn.Module:

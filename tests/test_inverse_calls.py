@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_lnf.transforms.autoregressive import ConditionedAutoregressiveFlow
-from pyro_lnf.transforms.elementwise import NLSqMap
+from pyro_lnf.transforms.nlsq import NLSqMap
 from pyro_lnf.transforms.temporal import TemporalFlow
 
 H = 4

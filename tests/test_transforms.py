@@ -18,7 +18,7 @@ from transform_harness import (
 
 import pyro_lnf.transforms as T
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.transforms.elementwise import _NLSQ_A, _depressed_cubic_root
+from pyro_lnf.transforms.nlsq import _NLSQ_A, _depressed_cubic_root
 
 F64 = torch.float64
 EPS64 = torch.finfo(F64).eps

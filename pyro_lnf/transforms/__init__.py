@@ -3,15 +3,34 @@ autoregressive (AF/IAF) and split-coupling (SCF) flows around any elementwise ma
 
 Every flow follows Pyro's convention (``_call``: noise to sample, ``_inverse``: sample to noise)
 and comes as a ``TransformModule`` plus a ``Conditional...`` twin whose ``condition(context)``
-returns a fresh transform; see :mod:`pyro_lnf.transforms.elementwise` for the shared rules.
+returns a fresh transform; see :mod:`pyro_lnf.transforms.base` for the shared rules. The
+elementwise maps live in :mod:`~pyro_lnf.transforms.nlsq` and :mod:`~pyro_lnf.transforms.affine`,
+each with its flows; :func:`register_elementwise_map` makes another one known by name.
 """
 
+from pyro_lnf.nn.made import MADE, Conditioner, DenseNet
+from pyro_lnf.transforms.affine import (
+    Affine,
+    AffineMap,
+    ConditionalAffine,
+    affine,
+    conditional_affine,
+)
 from pyro_lnf.transforms.autoregressive import (
     AutoregressiveFlow,
     ConditionalAutoregressiveFlow,
     ConditionedAutoregressiveFlow,
     autoregressive_flow,
     conditional_autoregressive_flow,
+)
+from pyro_lnf.transforms.base import (
+    ConditionalElementwise,
+    ConditionedElementwise,
+    Elementwise,
+    ElementwiseMap,
+    FlowTransform,
+    elementwise_map,
+    register_elementwise_map,
 )
 from pyro_lnf.transforms.coupling import (
     ConditionalCouplingFlow,
@@ -20,25 +39,13 @@ from pyro_lnf.transforms.coupling import (
     conditional_coupling_flow,
     coupling_flow,
 )
-from pyro_lnf.transforms.elementwise import (
-    Affine,
-    AffineMap,
-    ConditionalAffine,
-    ConditionalElementwise,
+from pyro_lnf.transforms.nlsq import (
     ConditionalNLSq,
-    ConditionedElementwise,
-    Elementwise,
-    ElementwiseMap,
-    FlowTransform,
     NLSq,
     NLSqMap,
-    affine,
-    conditional_affine,
     conditional_nlsq,
-    elementwise_map,
     nlsq,
 )
-from pyro_lnf.nn.made import MADE, Conditioner, DenseNet
 from pyro_lnf.transforms.stack import (
     ConditionalHiddenFlow,
     ConditionedHiddenFlow,
@@ -82,4 +89,5 @@ __all__ = [
     "elementwise_map",
     "hidden_flow",
     "nlsq",
+    "register_elementwise_map",
 ]

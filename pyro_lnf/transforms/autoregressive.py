@@ -1,6 +1,6 @@
 r"""Autoregressive flows over the last dimension around any elementwise map (MADE conditioner).
 
-Pyro convention (see :mod:`pyro_lnf.transforms.elementwise`): ``_call`` maps noise
+Pyro convention (see :mod:`pyro_lnf.transforms.base`): ``_call`` maps noise
 :math:`\epsilon` to the sample :math:`z`, ``_inverse`` maps :math:`z` back to :math:`\epsilon`.
 With :math:`\phi` the explicit elementwise map (data side to noise side) and :math:`\theta` the
 MADE's output:
@@ -51,7 +51,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.transforms.elementwise import ElementwiseMap, FlowTransform, elementwise_map
+from pyro_lnf.transforms.base import ElementwiseMap, FlowTransform, elementwise_map
 from pyro_lnf.nn.made import MADE, Conditioner
 
 __all__ = [

@@ -49,7 +49,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.transforms.elementwise import ElementwiseMap, FlowTransform, elementwise_map
+from pyro_lnf.transforms.base import ElementwiseMap, FlowTransform, elementwise_map
 from pyro_lnf.nn.made import DenseNet
 
 __all__ = [

@@ -56,7 +56,7 @@ from pyro_lnf.transforms.autoregressive import (
 )
 from pyro_lnf.transforms.coupling import ConditionalCouplingFlow, CouplingFlow
 from pyro_lnf.transforms.coupling import _check_dim as _check_coupling_dim
-from pyro_lnf.transforms.elementwise import FlowTransform, elementwise_map
+from pyro_lnf.transforms.base import FlowTransform, elementwise_map
 from pyro_lnf.nn.made import MADE, DenseNet
 
 __all__ = [
