@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from pyro_lnf.nn.features import BiLSTM, reverse_within_lengths
+from pyro_lnf.nn.features import reverse_within_lengths
+from pyro_lnf.nn.lstm import BiLSTM
 
 
 def test_reverse_within_lengths_reverses_valid_steps_and_keeps_padding():

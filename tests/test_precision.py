@@ -16,7 +16,7 @@ from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import importance_sample
 from pyro_lnf.app.run import evaluate_checkpoint
 from pyro_lnf.models.baseline import LSTMBaseline
-from pyro_lnf.nn.features import BiLSTM
+from pyro_lnf.nn.lstm import BiLSTM
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.nn.precision import bf16_lstm_supported, bulk_precision
 

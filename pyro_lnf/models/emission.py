@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pyro_lnf.nn.features import BiLSTM, LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.lstm import BiLSTM
 from pyro_lnf.nn.precision import bulk_autocast
 
 

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from pyro_lnf.nn.features import BiLSTM, LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.lstm import BiLSTM
 
 #: Floor of every Gaussian posterior scale: softplus underflows to exactly 0 in float32 below
 #: about -88, and a zero scale makes log q(z | x) infinite.

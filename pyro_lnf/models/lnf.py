@@ -33,7 +33,8 @@ from pyro_lnf.checkpoint import register_model
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.emission import Emission
 from pyro_lnf.models.encoder import SequenceEncoder
-from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding, check_sizes
+from pyro_lnf.nn.checks import check_sizes
+from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
 from pyro_lnf.models.length import LengthModel
 from pyro_lnf.transforms.temporal import TemporalFlow
 

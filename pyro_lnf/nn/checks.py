@@ -6,6 +6,7 @@ nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 :mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
 --help`` and argument errors fast. Those modules re-export them and check the same bounds for
 Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
+The models' constructors refuse bad sizes and dropout with :func:`check_sizes`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "MIN_TEMPO",
     "MIN_VELOCITY",
     "check_between",
+    "check_sizes",
 ]
 
 #: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, for click choices (a test
@@ -98,3 +100,13 @@ def check_between(option: str, value: Any, low: float, high: float) -> None:
 def _bound(value: float) -> str:
     """A bound as a user types it: ``10000``, ``0.01``, ``1e-06`` (``:g`` alone gives 1e+04)."""
     return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_sizes(dropout: float, **sizes: int) -> None:
+    """Refuse non-positive sizes and a dropout outside [0, 1) with a :class:`ConfigError`
+    naming the option, before torch fails deeper down with a less helpful message."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")

@@ -1,4 +1,7 @@
-"""Input features shared by the encoder, the emission and the baseline.
+"""Input features shared by the encoder, the emission, the baseline and the prior across time:
+length features (:class:`LengthFeatures`), the tied input/output embedding
+(:class:`TiedEmbedding`) and the reversal of padded sequences within their lengths
+(:func:`reverse_within_lengths`).
 
 Length conditioning: the authors feed ``onehot_M(t) ⊕ onehot_M(T − 1 − t)`` (width 2M, M up to
 ~4800 for MuseData) into every network. A one-hot into a linear layer is a column lookup, so
@@ -10,19 +13,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-
-from pyro_lnf.errors import ConfigError
-from pyro_lnf.nn.precision import bulk_autocast
-
-
-def check_sizes(dropout: float, **sizes: int) -> None:
-    """Refuse non-positive sizes and a dropout outside [0, 1) with a :class:`ConfigError`
-    naming the option, before torch fails deeper down with a less helpful message."""
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
 
 
 class LengthFeatures(nn.Module):
@@ -89,38 +79,3 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     # gather with an expanded index addresses them element by element (3x slower here).
     rows = index + num_steps * torch.arange(num_seqs, device=x.device)[:, None]
     return x.flatten(0, 1).index_select(0, rows.flatten()).view_as(x)
-
-
-class BiLSTM(nn.Module):
-    r"""A multi-layer bidirectional LSTM over padded batch-first sequences of known lengths.
-
-    The backward direction runs a forward LSTM over each sequence reversed *within its
-    length*, so padding only ever follows the valid steps and never reaches them, exactly as
-    with packed sequences. We avoid ``PackedSequence`` because on CPU it falls back to a
-    step-by-step kernel whose backward pass computes one weight-gradient GEMM per time step;
-    unpacked input takes the fused oneDNN (or cuDNN) path, several times faster.
-    Layer ``l + 1`` reads both directions of layer ``l``, as in ``nn.LSTM(bidirectional=True)``.
-    Outputs at padded steps are unspecified (finite); mask them downstream.
-    """
-
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1) -> None:
-        super().__init__()
-        sizes = [input_size] + [2 * hidden_size] * (num_layers - 1)
-        self.forward_layers = nn.ModuleList(
-            nn.LSTM(size, hidden_size, batch_first=True) for size in sizes
-        )
-        self.backward_layers = nn.ModuleList(
-            nn.LSTM(size, hidden_size, batch_first=True) for size in sizes
-        )
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 2 * hidden_size)``: forward and backward states at every step."""
-        dtype = x.dtype
-        # Under bulk_precision the layers pass reduced-precision states to each other, and
-        # only the last layer's output is cast back.
-        with bulk_autocast(x.device):
-            for forward_lstm, backward_lstm in zip(self.forward_layers, self.backward_layers):
-                ahead, _ = forward_lstm(x)
-                behind, _ = backward_lstm(reverse_within_lengths(x, lengths))
-                x = torch.cat([ahead, reverse_within_lengths(behind, lengths)], -1)
-        return x.to(dtype)
