@@ -315,7 +315,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = None) -> dict[s
             f"{FORMAT_VERSION}: upgrade pyro-lnf"
         )
     _check_parts(payload, path)
+    _rename_legacy_keys(payload)
     return payload
+
+
+#: State-dict keys renamed since checkpoints were first written, old -> new: the prior across
+#: time (``LatentFlowModel.prior``) moved its position and remaining-steps tables into a
+#: :class:`~pyro_lnf.nn.features.LengthFeatures` called ``length_features``.
+_RENAMED_KEYS = {
+    "prior.position.weight": "prior.length_features.position.weight",
+    "prior.remaining.weight": "prior.length_features.remaining.weight",
+}
+
+
+def _rename_legacy_keys(payload: dict[str, Any]) -> None:
+    """Give an older checkpoint's tensors their current names, in the model's state dict and
+    in the param store (named ``<module name>$$$<key>``), so that it loads and resumes."""
+    state = payload["model"]["state_dict"]
+    for old, new in _RENAMED_KEYS.items():
+        if old in state:
+            state[new] = state.pop(old)
+    store = payload["param_store"]
+    for name in list(store["params"]):
+        owner, separator, key = name.rpartition("$$$")
+        if separator and key in _RENAMED_KEYS:
+            renamed = owner + separator + _RENAMED_KEYS[key]
+            for part in ("params", "constraints"):
+                store[part][renamed] = store[part].pop(name)
 
 
 class _Damaged(Exception):

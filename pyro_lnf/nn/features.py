@@ -24,15 +24,20 @@ class LengthFeatures(nn.Module):
 
     :param max_length: number of rows of each table.
     :param dim: feature width.
+    :param init_range: the tables start uniform in ``[-init_range, init_range]``; ``None``
+        keeps ``nn.Embedding``'s standard normal start, which the prior across time
+        (:class:`~pyro_lnf.transforms.temporal.TemporalFlow`) has always used: changing it
+        would change every seeded figure of the flow models.
     """
 
-    def __init__(self, max_length: int, dim: int) -> None:
+    def __init__(self, max_length: int, dim: int, init_range: float | None = 0.07) -> None:
         super().__init__()
         self.max_length = max_length
         self.position = nn.Embedding(max_length, dim)
         self.remaining = nn.Embedding(max_length, dim)
-        for table in (self.position, self.remaining):
-            nn.init.uniform_(table.weight, -0.07, 0.07)
+        if init_range is not None:
+            for table in (self.position, self.remaining):
+                nn.init.uniform_(table.weight, -init_range, init_range)
 
     def forward(self, lengths: torch.Tensor, num_steps: int) -> torch.Tensor:
         """Features of shape ``lengths.shape + (num_steps, dim)``."""

@@ -171,8 +171,9 @@ class ConditionedAutoregressiveFlow(FlowTransform):
         on earlier ones), so the iteration reaches the exact fixed point, the inverse the
         coordinate-by-coordinate loop computes (equal up to rounding), in at most D sweeps; a
         weakly coupled flow gets there in far fewer, and each sweep costs about what one
-        coordinate's pass costs (both are dominated by per-operation overhead at these sizes). Without gradients only: the
-        loop's unrolled graph would not give the inverse's Jacobian when it stops early.
+        coordinate's pass costs (both are dominated by per-operation overhead at these sizes).
+        Without gradients only: the loop's unrolled graph would not give the inverse's Jacobian
+        when it stops early.
         """
         theta = net(torch.zeros_like(eps))
         eps = eps.expand(torch.broadcast_shapes(eps.shape, theta.shape[:-1]))

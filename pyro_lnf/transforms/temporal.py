@@ -29,12 +29,14 @@ one term per time step (which is what lets a model mask padded steps). Three kin
 
 Length conditioning. The authors feed :math:`\mathrm{onehot}(t) \oplus \mathrm{onehot}(T-1-t)`
 into every network; a one-hot into a linear layer is an embedding lookup, so here
-:math:`c_t = E_{\mathrm{pos}}[t] + E_{\mathrm{rem}}[T-1-t]` (indices clamped to
-``max_length - 1``). The LSTM reads :math:`[u_t;\, c_{t+1}]` (``u`` = z for AF, eps for IAF),
-so the output after step t knows the position it parameterises next; its initial state
-:math:`(h_0, c_0)` is an MLP of :math:`c_0`, i.e. a learned function of T, and the top layer's
-:math:`h_0` is the context of the first step. Dropout acts on every context :math:`h_t` (and
-between LSTM layers) in the parallel and the sequential paths alike.
+:math:`c_t = E_{\mathrm{pos}}[t] + E_{\mathrm{rem}}[T-1-t]`
+(:class:`~pyro_lnf.nn.features.LengthFeatures`, indices clamped to ``max_length - 1``; padded
+steps get row 0 of :math:`E_{\mathrm{rem}}` and can only influence later, padded steps, because
+every network reading them is causal). The LSTM reads :math:`[u_t;\, c_{t+1}]` (``u`` = z for
+AF, eps for IAF), so the output after step t knows the position it parameterises next; its
+initial state :math:`(h_0, c_0)` is an MLP of :math:`c_0`, i.e. a learned function of T, and the
+top layer's :math:`h_0` is the context of the first step. Dropout acts on every context
+:math:`h_t` (and between LSTM layers) in the parallel and the sequential paths alike.
 
 Reference: Zachary M. Ziegler and Alexander M. Rush, "Latent Normalizing Flows for Discrete
 Sequences", ICML 2019 [arXiv:1901.10548], section 4 (AF/AF, AF/SCF, IAF/SCF priors).
@@ -51,9 +53,12 @@ from torch import Tensor, nn
 from torch.distributions import Transform, constraints
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.nn.precision import bulk_autocast
+from pyro_lnf.nn.checks import check_sizes
+from pyro_lnf.nn.features import LengthFeatures
 from pyro_lnf.nn.lstm import LSTMStepper
 from pyro_lnf.nn.lstm import LSTMState as StepperState
+from pyro_lnf.nn.precision import bulk_autocast
+from pyro_lnf.transforms.stack import conditional_hidden_flow
 
 __all__ = ["KINDS", "TemporalFlow", "TemporalFlowDistribution"]
 
@@ -125,29 +130,22 @@ class TemporalFlow(nn.Module):
         super().__init__()
         if kind not in KINDS:
             raise ConfigError(f"unknown time-flow kind {kind!r}: choose one of {', '.join(KINDS)}")
-        sizes = {
-            "dim": dim,
-            "max_length": max_length,
-            "num_layers": num_layers,
-            "lstm_hidden": lstm_hidden,
-            "lstm_layers": lstm_layers,
-            "length_embedding_dim": length_embedding_dim,
-        }
-        for name, value in sizes.items():
-            if not (isinstance(value, int) and value >= 1):
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
-        # Imported here so that this module imports on its own; the hidden flows live beside it.
-        from pyro_lnf.transforms.stack import conditional_hidden_flow
-
+        check_sizes(
+            dropout,
+            dim=dim,
+            max_length=max_length,
+            num_layers=num_layers,
+            lstm_hidden=lstm_hidden,
+            lstm_layers=lstm_layers,
+            length_embedding_dim=length_embedding_dim,
+        )
         self.dim = dim
         self.kind = kind
-        self.max_length = max_length
         self.lstm_hidden = lstm_hidden
         self.lstm_layers = lstm_layers
-        self.position = nn.Embedding(max_length, length_embedding_dim)
-        self.remaining = nn.Embedding(max_length, length_embedding_dim)
+        # The prior's own tables (not the model's shared ones), started standard normal as
+        # they always were.
+        self.length_features = LengthFeatures(max_length, length_embedding_dim, init_range=None)
         self.lstm: nn.LSTM | None = None
         self.initial_state: nn.Sequential | None = None
         context_dim = length_embedding_dim
@@ -192,18 +190,7 @@ class TemporalFlow(nn.Module):
     @property
     def _reference(self) -> Tensor:
         """A parameter whose device and dtype every created tensor follows."""
-        return self.position.weight
-
-    def _length_features(self, lengths: Tensor, steps: int) -> Tensor:
-        r""":math:`c_t = E_{pos}[t] + E_{rem}[T_b - 1 - t]`, t = 0..steps-1, shape (N, steps, D).
-
-        Padded steps (negative remaining count) use row 0; they can only influence later, padded
-        steps, because every network reading them is causal.
-        """
-        top = self.max_length - 1
-        t = torch.arange(steps, device=lengths.device)
-        remaining = (lengths[:, None] - 1 - t).clamp(0, top)
-        return self.position(t.clamp(max=top)) + self.remaining(remaining)
+        return self.length_features.position.weight
 
     def _lstm_start(self, c0: Tensor) -> tuple[Tensor, LSTMState]:
         """Initial LSTM state from :math:`c_0` (a function of T) and the first context h_0."""
@@ -261,7 +248,7 @@ class TemporalFlow(nn.Module):
         """
         T = z.shape[1]
         z = z.masked_fill(_padded(lengths, T).unsqueeze(-1), 0.0)
-        features = self._length_features(lengths, T + 1)
+        features = self.length_features(lengths, T + 1)
         if self.kind == "iaf":
             return self._noise_sequential(z, features)
         if self.kind == "af":
@@ -314,7 +301,7 @@ class TemporalFlow(nn.Module):
         ref = self._reference
         eps = torch.randn(lengths.shape[0], T, self.dim, dtype=ref.dtype, device=ref.device)
         eps = eps * temperature
-        features = self._length_features(lengths, T + 1)
+        features = self.length_features(lengths, T + 1)
         if self.kind == "af":
             z, log_det = self._sample_sequential(eps, features, with_log_prob)
         else:
