@@ -347,7 +347,7 @@ def _prior_and_lstm_times(module, batches, device, rounds: int) -> tuple[float, 
             sync(device)
             best_prior = min(best_prior, time.perf_counter() - start)
             start = time.perf_counter()
-            features = module.prior._length_features(batch.lengths, T + 1)
+            features = module.prior.length_features(batch.lengths, T + 1)
             stepper, h, state = module.prior._stepper(features)
             total = h.sum()
             for t in range(T - 1):
