@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 #: :data:`pyro_lnf.transforms.__all__`, looked up when first asked for).
 _SOURCES: dict[str, str] = {
     **dict.fromkeys(
-        ["load_checkpoint", "load_model", "register_model", "save_checkpoint"],
+        ["load_checkpoint", "load_model", "save_checkpoint"],
         "pyro_lnf.checkpoint",
     ),
     **dict.fromkeys(["Batch", "Dataset", "iterate_batches", "load_dataset"], "pyro_lnf.datasets"),
@@ -47,6 +47,7 @@ _SOURCES: dict[str, str] = {
     ),
     "importance_log_likelihood": "pyro_lnf.evaluate",
     **dict.fromkeys(["NVDM", "LatentFlowModel", "LSTMBaseline", "SentenceVAE"], "pyro_lnf.models"),
+    "register_model": "pyro_lnf.models.registry",
     "bulk_precision": "pyro_lnf.nn.precision",
     "keep_freed_memory": "pyro_lnf.nn.runtime",
     "TrainConfig": "pyro_lnf.train",

@@ -8,7 +8,7 @@ import pyro
 import torch
 from torch import nn
 
-from pyro_lnf.checkpoint import register_model
+from pyro_lnf.models.registry import register_model
 from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding, check_sizes
 from pyro_lnf.models.length import LengthModel
 from pyro_lnf.models.lnf import observation_distribution

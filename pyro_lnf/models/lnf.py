@@ -29,7 +29,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
-from pyro_lnf.checkpoint import register_model
+from pyro_lnf.models.registry import register_model
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.emission import Emission
 from pyro_lnf.models.encoder import SequenceEncoder

@@ -51,7 +51,7 @@ from pyro import poutine
 from torch import nn
 from torch.distributions import kl_divergence
 
-from pyro_lnf.checkpoint import register_model
+from pyro_lnf.models.registry import register_model
 from pyro_lnf.distributions.vmf import HypersphericalUniform, VonMisesFisher
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.evaluate import evaluating, importance_sample
