@@ -6,6 +6,9 @@ nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 :mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
 --help`` and argument errors fast. Those modules re-export them and check the same bounds for
 Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
+
+The models' constructors share the other small validators (:func:`check_choice`,
+:func:`check_positive_int`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "MIN_TEMPO",
     "MIN_VELOCITY",
     "check_between",
+    "check_choice",
+    "check_positive_int",
 ]
 
 #: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, for click choices (a test
@@ -93,6 +98,24 @@ def check_between(option: str, value: Any, low: float, high: float) -> None:
         raise ConfigError(
             f"{option} must be between {_bound(low)} and {_bound(high)}, got {value!r}"
         )
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming ``what`` and the choices.
+
+    :raises ConfigError: e.g. ``unknown latent 'normal'; choose one of gaussian, vmf``.
+    """
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_positive_int(what: str, value: Any) -> None:
+    """Refuse anything but an integer of at least 1 (a boolean is not a size).
+
+    :raises ConfigError: e.g. ``latent_dim must be a positive integer, got 0``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
 
 
 def _bound(value: float) -> str:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.nn.checks import check_positive_int
 from pyro_lnf.nn.precision import bulk_autocast
 
 
@@ -19,8 +20,7 @@ def check_sizes(dropout: float, **sizes: int) -> None:
     """Refuse non-positive sizes and a dropout outside [0, 1) with a :class:`ConfigError`
     naming the option, before torch fails deeper down with a less helpful message."""
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
 
