@@ -13,8 +13,8 @@ The public API, re-exported here:
   ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
 - speed: reduced-precision evaluation (:mod:`pyro_lnf.nn.precision`) and an allocator setting
   for CPU runs (:mod:`pyro_lnf.nn.runtime`);
-- sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
-  of a sentence VAE (:mod:`pyro_lnf.sentences`).
+- sampling (:mod:`pyro_lnf.sample`): sequences and interpolations, sentences and homotopies
+  of a sentence VAE, each drawn by the model's own ``generate()``.
 
 Every name is imported on first use (PEP 562 module ``__getattr__``): ``import pyro_lnf`` and
 ``import pyro_lnf.errors`` load neither torch nor Pyro, so ``lnf --help`` stays fast;

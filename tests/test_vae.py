@@ -25,8 +25,10 @@ from pyro_lnf.datasets.base import Vocab
 from pyro_lnf.datasets.batching import collate
 from pyro_lnf.distributions.vmf import VonMisesFisher, vmf_mean_resultant_length
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.evaluate import importance_sample
-from pyro_lnf.models.vae import NVDM, LatentHead, SentenceVAE, perplexity
+from pyro_lnf.evaluate import importance_sample, perplexity
+from pyro_lnf.models.latent_head import LatentHead
+from pyro_lnf.models.nvdm import NVDM
+from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.train import METRICS, TrainConfig, train
 
 f64 = torch.float64
