@@ -392,6 +392,20 @@ def test_generate_returns_the_model_log_likelihood_of_its_samples(decoder):
 # configuration and checkpoints
 
 
+@pytest.mark.parametrize("latent", ["gaussian", "vmf"])
+def test_nvdm_generates_bags_of_the_asked_size_from_its_word_distribution(latent):
+    nvdm = tiny_nvdm(latent)
+    torch.manual_seed(0)
+    z = nvdm.prior(2).sample()
+    counts = nvdm.generate(z, torch.tensor([5, 20_000]))
+    assert counts.shape == (2, 7) and counts.sum(-1).tolist() == [5.0, 20_000.0]
+    # A large bag's word frequencies are the decoder's softmax(Wz + b).
+    probs = nvdm.output(z[1]).softmax(-1)
+    assert torch.allclose(counts[1] / 20_000, probs, atol=0.02)
+    with pytest.raises(ConfigError, match="num_words"):
+        nvdm.generate(z, 0)
+
+
 def test_bad_options_raise_config_errors():
     with pytest.raises(ConfigError, match="latent 'normal'"):
         tiny_vae("normal")
