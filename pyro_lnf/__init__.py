@@ -13,8 +13,8 @@ The public API, re-exported here:
   ``train`` and ``evaluate`` stay in their modules: re-exported, they would shadow them.
 - speed: reduced-precision evaluation (:mod:`pyro_lnf.nn.precision`) and an allocator setting
   for CPU runs (:mod:`pyro_lnf.nn.runtime`);
-- sampling: sequences and interpolations (:mod:`pyro_lnf.sample`), sentences and homotopies
-  of a sentence VAE (:mod:`pyro_lnf.sentences`).
+- sampling (:mod:`pyro_lnf.sample`): sequences and interpolations, sentences and homotopies
+  of a sentence VAE, each drawn by the model's own ``generate()``.
 
 Every name is imported on first use (PEP 562 module ``__getattr__``): ``import pyro_lnf`` and
 ``import pyro_lnf.errors`` load neither torch nor Pyro, so ``lnf --help`` stays fast;
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 #: :data:`pyro_lnf.transforms.__all__`, looked up when first asked for).
 _SOURCES: dict[str, str] = {
     **dict.fromkeys(
-        ["load_checkpoint", "load_model", "register_model", "save_checkpoint"],
+        ["load_checkpoint", "load_model", "save_checkpoint"],
         "pyro_lnf.checkpoint",
     ),
     **dict.fromkeys(["Batch", "Dataset", "iterate_batches", "load_dataset"], "pyro_lnf.datasets"),
@@ -47,6 +47,7 @@ _SOURCES: dict[str, str] = {
     ),
     "importance_log_likelihood": "pyro_lnf.evaluate",
     **dict.fromkeys(["NVDM", "LatentFlowModel", "LSTMBaseline", "SentenceVAE"], "pyro_lnf.models"),
+    "register_model": "pyro_lnf.models.registry",
     "bulk_precision": "pyro_lnf.nn.precision",
     "keep_freed_memory": "pyro_lnf.nn.runtime",
     "TrainConfig": "pyro_lnf.train",

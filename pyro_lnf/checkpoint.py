@@ -18,7 +18,8 @@ key            contents
 ``train_config`` the training options as a dict
 ============== =====================================================================
 
-Models make themselves loadable by name with :func:`register_model`::
+Models make themselves loadable by name with
+:func:`~pyro_lnf.models.registry.register_model`::
 
     @register_model("lnf")
     class LatentFlowModel(nn.Module): ...
@@ -35,9 +36,9 @@ import importlib.metadata
 import os
 import random
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyro
@@ -46,6 +47,7 @@ from pyro.distributions import constraints
 
 from pyro_lnf.errors import CheckpointError, LnfError
 from pyro_lnf.io import atomic_write
+from pyro_lnf.models.registry import class_path, model_registry, registered_name
 
 __all__ = [
     "FORMAT",
@@ -55,8 +57,6 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "model_from_checkpoint",
-    "model_registry",
-    "register_model",
     "restore_param_store",
     "save_checkpoint",
     "set_rng_state",
@@ -66,9 +66,6 @@ __all__ = [
 FORMAT = "pyro-lnf-checkpoint"
 FORMAT_VERSION = 1
 
-_M = TypeVar("_M", bound=type[torch.nn.Module])
-_REGISTRY: dict[str, type[torch.nn.Module]] = {}
-
 # Pyro's param store keeps constraint *objects*, which a weights-only file cannot hold; the
 # public singletons are stored by name instead.
 _CONSTRAINTS: dict[str, constraints.Constraint] = {
@@ -77,38 +74,6 @@ _CONSTRAINTS: dict[str, constraints.Constraint] = {
     if not name.startswith("_")
     and isinstance(value := getattr(constraints, name), constraints.Constraint)
 }
-
-
-def register_model(name: str) -> Callable[[_M], _M]:
-    """Class decorator: make a model rebuildable by :func:`load_model` from ``name`` + config.
-
-    :param name: the registry key stored in checkpoints (e.g. ``"lnf"``, ``"baseline"``).
-    """
-
-    def decorate(cls: _M) -> _M:
-        known = _REGISTRY.get(name)
-        if known is not None and _class_path(known) != _class_path(cls):
-            raise ValueError(f"model name {name!r} is already registered by {_class_path(known)}")
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def model_registry() -> dict[str, type[torch.nn.Module]]:
-    """A copy of the registry: model name -> class."""
-    return dict(_REGISTRY)
-
-
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _registered_name(module: torch.nn.Module) -> str | None:
-    for name, cls in _REGISTRY.items():
-        if cls is type(module):
-            return name
-    return None
 
 
 def _library_version() -> str:
@@ -227,7 +192,8 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint atomically (temporary file + rename) and return its path.
 
-    :param module: the model; its registry name (if registered with :func:`register_model`),
+    :param module: the model; its registry name (if registered with
+        :func:`~pyro_lnf.models.registry.register_model`),
         class path, ``config`` and ``state_dict`` are stored.
     :param optimizer: its ``state_dict`` is stored (moments and learning rate).
     :param progress: training position and best metrics (plain values and tensors only).
@@ -241,8 +207,8 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "library": _library_version(),
         "model": {
-            "name": _registered_name(module),
-            "class": _class_path(type(module)),
+            "name": registered_name(module),
+            "class": class_path(type(module)),
             "config": dict(getattr(module, "config", {})),
             "state_dict": module.state_dict(),
         },
@@ -491,24 +457,28 @@ def check_fits_dataset(config: Mapping[str, Any], dataset: Any, path: str | os.P
 
 def _model_class(checkpoint: Mapping[str, Any], path: Path) -> type[torch.nn.Module]:
     info = checkpoint["model"]
-    name, class_path = info.get("name"), info.get("class", "")
-    if name is not None and name not in _REGISTRY and class_path.startswith("pyro_lnf."):
+    name, stored_path = info.get("name"), info.get("class", "")
+    if name is not None and name not in model_registry() and stored_path.startswith("pyro_lnf."):
         # Registration happens at import: import the library module that defines the class
         # (only from this package, so a checkpoint cannot make us import arbitrary code).
         try:
-            importlib.import_module(class_path.rsplit(".", 1)[0])
-        except (ImportError, ValueError):  # no such module (or an empty name): unknown below
+            importlib.import_module(stored_path.rsplit(".", 1)[0])
+        except (ImportError, ValueError):  # no such module (or an empty name): see below
             pass
-    if name is None or name not in _REGISTRY:
+    if name is None or name not in model_registry():
         # The library's own models register when pyro_lnf.models is imported, which
-        # `import pyro_lnf` no longer does (its names load lazily): list them all the same.
+        # `import pyro_lnf` does not do (its names load lazily); a checkpoint written before a
+        # model moved (e.g. pyro_lnf.models.vae.SentenceVAE) names a module that is gone, and
+        # its registry name is found here.
         importlib.import_module("pyro_lnf.models")
-        known = ", ".join(sorted(_REGISTRY)) or "none"
+    registry = model_registry()
+    if name is None or name not in registry:
+        known = ", ".join(sorted(registry)) or "none"
         raise CheckpointError(
-            f"checkpoint {path} holds model {name!r} ({class_path}), which is not registered "
+            f"checkpoint {path} holds model {name!r} ({stored_path}), which is not registered "
             f"(known: {known}); import the module that defines it, decorated with @register_model"
         )
-    return _REGISTRY[name]
+    return registry[name]
 
 
 def _check_finite(tensors: Mapping[str, torch.Tensor], part: str, path: Path) -> None:

@@ -13,6 +13,10 @@ For one sequence :math:`x` and :math:`K` guide samples :math:`z_k \sim q(z \mid 
 :math:`K = 1` it is a one-sample ELBO, and the mean of the :math:`\log w_k` is the
 :math:`K`-sample ELBO estimate, so one pass gives both.
 
+That pass is reduced two ways: :func:`evaluate` per unit and per frame of a sequence model
+(the latent-flow model, the LSTM baseline), :func:`perplexity` per token for the VAEs (the
+sentence VAE, NVDM), from the ELBO as the papers report it and from importance sampling.
+
 Log-weights are kept **per sequence**: each site's log-density is summed within its element of
 the ``"sequences"`` plate (dim −1), never across the batch. ``pyro.infer.Importance`` weights a
 whole batch jointly, which is a looser bound (pyro-notes §4.4). Samples are drawn in chunks of
@@ -29,11 +33,10 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import pyro
 import torch
@@ -43,6 +46,7 @@ from pyro.poutine.util import prune_subsample_sites
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.nn.checks import MAX_BATCH_SIZE, MAX_CHUNK_SIZE, MAX_SAMPLES
 from pyro_lnf.nn.checks import check_between
+from pyro_lnf.nn.modes import evaluating
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -50,12 +54,13 @@ __all__ = [
     "MAX_PASS_UNITS",
     "MAX_SAMPLES",
     "METRIC_LABELS",
+    "PERPLEXITY_LABELS",
     "ImportanceEstimate",
     "check_evaluate_options",
     "evaluate",
-    "evaluating",
     "importance_log_likelihood",
     "importance_sample",
+    "perplexity",
 ]
 
 #: Bounds of ``lnf evaluate``'s options (the CLI's click ranges read them too), defined in the
@@ -67,18 +72,6 @@ MAX_PASS_UNITS = 8_000_000
 
 _PARTICLE_PLATE = "importance_samples"
 _PARTICLE_DIM = -2  # the "sequences" plate is dim -1 (models/base.py)
-
-
-@contextlib.contextmanager
-def evaluating(module: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration, then the module's previous mode, even if the
-    body raises."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 @dataclass
@@ -314,31 +307,21 @@ def evaluate(
     """
     from pyro_lnf.distributed import all_gather
 
-    if device is None:
-        device = next(iter(module.parameters()), torch.empty(0)).device
     rank, world = (0, 1) if group is None else (group.rank, group.world)
     parts = []
-    with evaluating(module):
-        for i, batch in enumerate(batches):
-            if i % world != rank:
-                continue
-            if seed is not None:
-                torch.manual_seed(batch_seed(seed, i))
-            batch = batch.to(device)
-            est = importance_sample(
-                module.model, module.guide, batch, 1.0, num_samples=num_samples,
-                chunk_size=chunk_size,
-            )
-            log_lik = est.log_likelihood.double()
-            parts.append((i, (
-                log_lik.sum().item(),
-                est.elbo.double().sum().item(),
-                est.reconstruction.double().sum().item(),
-                est.kl.double().sum().item(),
-                module.normalizer(batch).double().sum().item(),
-                batch.lengths.double().sum().item(),
-                int(batch.lengths.shape[0]),
-            ), log_lik.tolist() if per_sequence else None))
+    passes = _importance_passes(module, batches, num_samples, chunk_size, device,
+                                seed=seed, rank=rank, world=world)
+    for i, batch, est in passes:
+        log_lik = est.log_likelihood.double()
+        parts.append((i, (
+            log_lik.sum().item(),
+            est.elbo.double().sum().item(),
+            est.reconstruction.double().sum().item(),
+            est.kl.double().sum().item(),
+            module.normalizer(batch).double().sum().item(),
+            batch.lengths.double().sum().item(),
+            int(batch.lengths.shape[0]),
+        ), log_lik.tolist() if per_sequence else None))
     gathered = sorted((p for ps in all_gather(parts, group) for p in ps), key=lambda p: p[0])
     totals = dict.fromkeys(("log_lik", "elbo", "rec", "kl", "units", "frames"), 0.0)
     sequences = 0
@@ -369,6 +352,129 @@ def evaluate(
         "kl_nats_per_frame": totals["kl"] / frames,
         **extra,
     }
+
+
+#: What each key of :func:`perplexity`'s result means.
+PERPLEXITY_LABELS: dict[str, str] = {
+    "average": "'corpus': exp(Σ_d NLL_d / Σ_d N_d); 'document': exp(mean_d NLL_d / N_d)",
+    "sequences": "number of sentences / documents evaluated",
+    "tokens": "Σ_d N_d, tokens predicted (sentences: words + <eos>; documents: words)",
+    "num_samples": "K, samples of z per sequence",
+    "ppl_elbo": "perplexity from the ELBO, NLL_d = −mean_k log w_k (an upper bound; the papers' figure)",
+    "ppl_is": "perplexity from the importance-sampled NLL, NLL_d = −log mean_k w_k (tighter)",
+    "nll_elbo_nats_per_token": "log ppl_elbo: −ELBO per token in nats, same average",
+    "nll_is_nats_per_token": "log ppl_is: IS NLL per token in nats, same average",
+    "kl_nats_per_sequence": "mean_d of the Monte Carlo KL, E_q[log q(z|x) − log p(z)], nats",
+    "reconstruction_nats_per_token": "−E_q log p(x|z) per token, same average as the perplexities",
+}
+
+
+@torch.no_grad()
+def perplexity(
+    module: torch.nn.Module,
+    batches: Iterable[Any],
+    num_samples: int = 30,
+    *,
+    average: Literal["corpus", "document"] | None = None,
+    chunk_size: int | None = 32,
+    device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    r"""Perplexities of a VAE over a data set, from the ELBO and from importance sampling: a
+    second reduction of :func:`evaluate`'s per-sequence pass, per token.
+
+    With :math:`K` samples :math:`z_k \sim q(z \mid x_d)` and
+    :math:`\log w_k = \log p(x_d, z_k) - \log q(z_k \mid x_d)`:
+
+    .. math::
+
+        \mathrm{NLL}^{\mathrm{ELBO}}_d = -\tfrac1K \textstyle\sum_k \log w_k, \qquad
+        \mathrm{NLL}^{\mathrm{IS}}_d = -\log \tfrac1K \textstyle\sum_k w_k
+        \;\le\; \mathrm{NLL}^{\mathrm{ELBO}}_d,
+
+    and, with :math:`N_d` = ``module.normalizer``,
+
+    * ``average="corpus"``: :math:`\mathrm{PPL} = \exp(\sum_d \mathrm{NLL}_d / \sum_d N_d)`
+      (language models; the sentence VAE's default);
+    * ``average="document"``: :math:`\mathrm{PPL} = \exp(\frac1D \sum_d \mathrm{NLL}_d / N_d)`
+      (NVDM's convention and its default).
+
+    Xu & Durrett report the ELBO form (with :math:`K = 3`); the IS form is the tighter estimate
+    of the same likelihood. Both come from the same samples. Runs in eval mode at β = 1. Keys
+    and their meaning: :data:`PERPLEXITY_LABELS`.
+
+    :param module: a :class:`~pyro_lnf.models.sentence_vae.SentenceVAE`,
+        :class:`~pyro_lnf.models.nvdm.NVDM` or any model of the :mod:`~pyro_lnf.models.base`
+        contract.
+    :param batches: batches the module accepts (with ``.to(device)``).
+    :param num_samples: :math:`K`.
+    :param average: ``"corpus"`` or ``"document"``; the module's ``perplexity_average`` by default.
+
+    Example::
+
+        >>> perplexity(nvdm, ds.batches("test", 500), num_samples=20)["ppl_elbo"]
+    """
+    if average is None:
+        average = getattr(module, "perplexity_average", "corpus")
+    if average not in ("corpus", "document"):
+        raise ConfigError(f"average must be 'corpus' or 'document', got {average!r}")
+    nll_elbo, nll_is, rec, kl, tokens = [], [], [], [], []
+    for _, batch, est in _importance_passes(module, batches, num_samples, chunk_size, device):
+        nll_elbo.append(-est.elbo.double())
+        nll_is.append(-est.log_likelihood.double())
+        rec.append(est.reconstruction.double())
+        kl.append(est.kl.double())
+        tokens.append(module.normalizer(batch).double())
+    if not tokens:
+        raise ConfigError("perplexity() got no batches; check the split is not empty")
+    n = torch.cat(tokens)
+
+    def per_token(values: list[torch.Tensor]) -> float:
+        v = torch.cat(values)
+        return float(v.sum() / n.sum()) if average == "corpus" else float((v / n).mean())
+
+    elbo_rate, is_rate = per_token(nll_elbo), per_token(nll_is)
+    return {
+        "average": average,
+        "sequences": int(n.numel()),
+        "tokens": float(n.sum()),
+        "num_samples": num_samples,
+        "ppl_elbo": math.exp(elbo_rate),
+        "ppl_is": math.exp(is_rate),
+        "nll_elbo_nats_per_token": elbo_rate,
+        "nll_is_nats_per_token": is_rate,
+        "kl_nats_per_sequence": float(torch.cat(kl).mean()),
+        "reconstruction_nats_per_token": per_token(rec),
+    }
+
+
+def _importance_passes(
+    module: torch.nn.Module,
+    batches: Iterable[Any],
+    num_samples: int,
+    chunk_size: int | None,
+    device: str | torch.device | None,
+    *,
+    seed: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> Iterator[tuple[int, Any, ImportanceEstimate]]:
+    """The one per-sequence importance-sampling pass that :func:`evaluate` and
+    :func:`perplexity` reduce: ``(index, batch on device, estimate)`` for batches ``rank,
+    rank + world, ...``, in eval mode at β = 1, batch ``i`` seeded with :func:`batch_seed`
+    when ``seed`` is given; ``device`` defaults to the module's."""
+    if device is None:
+        device = next(iter(module.parameters()), torch.empty(0)).device
+    with evaluating(module):
+        for i, batch in enumerate(batches):
+            if i % world != rank:
+                continue
+            if seed is not None:
+                torch.manual_seed(batch_seed(seed, i))
+            batch = batch.to(device)
+            yield i, batch, importance_sample(
+                module.model, module.guide, batch, 1.0, num_samples=num_samples,
+                chunk_size=chunk_size,
+            )
 
 
 def batch_seed(seed: int, index: int) -> int:

@@ -17,12 +17,12 @@ from pyro_lnf.checkpoint import (
     get_rng_state,
     load_checkpoint,
     load_model,
-    register_model,
     restore_param_store,
     save_checkpoint,
     set_rng_state,
 )
 from pyro_lnf.errors import CheckpointError
+from pyro_lnf.models.registry import register_model
 
 
 @register_model("test_checkpoint_mlp")

@@ -55,7 +55,7 @@ from pyro_lnf.app.run import (
     build_model, dataset_batches, evaluate_checkpoint, run_training, split_settings,
 )
 from pyro_lnf.app.config import preset  # noqa: E402
-from pyro_lnf.sample import sample_checkpoint  # noqa: E402
+from pyro_lnf.app.sampling import sample_checkpoint  # noqa: E402
 from pyro_lnf.train import METRICS, TrainConfig, train  # noqa: E402
 from pyro_lnf.transforms import autoregressive_flow, coupling_flow  # noqa: E402
 

@@ -12,8 +12,9 @@ from pyro_lnf.datasets import load_dataset
 from pyro_lnf.datasets.base import Vocab
 from pyro_lnf.datasets.batching import collate
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.models.vae import SentenceVAE
-from pyro_lnf.sentences import interpolate_sentences, sample_sentences, sentence_texts
+from pyro_lnf.app.sampling import sentence_texts
+from pyro_lnf.models.sentence_vae import SentenceVAE
+from pyro_lnf.sample import interpolate_sentences, sample_sentences
 from test_sample import assert_one_line_error, run_lnf
 
 PAD, SOS, EOS = 0, 1, 2

@@ -14,9 +14,10 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyro_lnf.checkpoint import load_checkpoint, load_model, register_model
+from pyro_lnf.checkpoint import load_checkpoint, load_model
 from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.evaluate import importance_sample
+from pyro_lnf.models.registry import register_model
 from pyro_lnf.train import (
     BEST,
     LAST,

@@ -25,8 +25,10 @@ from pyro_lnf.datasets.base import Vocab
 from pyro_lnf.datasets.batching import collate
 from pyro_lnf.distributions.vmf import VonMisesFisher, vmf_mean_resultant_length
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.evaluate import importance_sample
-from pyro_lnf.models.vae import NVDM, LatentHead, SentenceVAE, perplexity
+from pyro_lnf.evaluate import importance_sample, perplexity
+from pyro_lnf.models.latent_head import LatentHead
+from pyro_lnf.models.nvdm import NVDM
+from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.train import METRICS, TrainConfig, train
 
 f64 = torch.float64
@@ -388,6 +390,20 @@ def test_generate_returns_the_model_log_likelihood_of_its_samples(decoder):
 
 # ----------------------------------------------------------------------------------------------
 # configuration and checkpoints
+
+
+@pytest.mark.parametrize("latent", ["gaussian", "vmf"])
+def test_nvdm_generates_bags_of_the_asked_size_from_its_word_distribution(latent):
+    nvdm = tiny_nvdm(latent)
+    torch.manual_seed(0)
+    z = nvdm.prior(2).sample()
+    counts = nvdm.generate(z, torch.tensor([5, 20_000]))
+    assert counts.shape == (2, 7) and counts.sum(-1).tolist() == [5.0, 20_000.0]
+    # A large bag's word frequencies are the decoder's softmax(Wz + b).
+    probs = nvdm.output(z[1]).softmax(-1)
+    assert torch.allclose(counts[1] / 20_000, probs, atol=0.02)
+    with pytest.raises(ConfigError, match="num_words"):
+        nvdm.generate(z, 0)
 
 
 def test_bad_options_raise_config_errors():

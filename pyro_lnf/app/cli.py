@@ -401,8 +401,7 @@ def evaluation_table(results: dict):
     from rich.markup import escape
     from rich.table import Table
 
-    from pyro_lnf.evaluate import METRIC_LABELS
-    from pyro_lnf.models.vae import PERPLEXITY_LABELS
+    from pyro_lnf.evaluate import METRIC_LABELS, PERPLEXITY_LABELS
 
     title = f"{results['model']} on {results['dataset']} / {results['split']}"
     if results.get("precision", "fp32") != "fp32":
@@ -563,7 +562,7 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
 
     Example: lnf sample runs/jsb-afaf/best.pt -n 8 --format midi --format png --out samples
     """
-    from pyro_lnf.sample import sample_checkpoint
+    from pyro_lnf.app.sampling import sample_checkpoint
 
     result = sample_checkpoint(
         checkpoint,

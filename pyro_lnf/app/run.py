@@ -16,10 +16,11 @@ from rich.progress import track
 from pyro_lnf.checkpoint import load_checkpoint, model_from_checkpoint
 from pyro_lnf.datasets import Dataset, load_dataset
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.evaluate import evaluate
+from pyro_lnf.evaluate import evaluate, perplexity
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.models.vae import NVDM, SentenceVAE, perplexity
+from pyro_lnf.models.nvdm import NVDM
+from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.nn.precision import PRECISIONS, bulk_precision
 from pyro_lnf.app.config import FLOW_MODELS, KAPPA, VAE_MODELS, preset
 from pyro_lnf.sample import resolve_device

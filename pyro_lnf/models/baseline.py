@@ -6,13 +6,16 @@ from typing import Any
 
 import pyro
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from pyro_lnf.checkpoint import register_model
-from pyro_lnf.nn.checks import check_sizes
-from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.decoding import decode_logits, mask_padding
 from pyro_lnf.models.length import LengthModel
 from pyro_lnf.models.lnf import observation_distribution
+from pyro_lnf.models.registry import register_model
+from pyro_lnf.nn.checks import check_sizes
+from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.nn.lstm import LSTMStepper, zero_state
+from pyro_lnf.nn.modes import evaluating
 
 
 @register_model("lstm")
@@ -98,3 +101,45 @@ class LSTMBaseline(nn.Module):
 
     def guide(self, batch, beta: float = 1.0) -> None:
         pyro.module(self.name, self)
+
+    @torch.no_grad()
+    def generate(
+        self, lengths: Tensor, *, temperature: float = 1.0, decode: str = "sample"
+    ) -> Tensor:
+        r"""Sequences of the given lengths, :math:`x_t \sim p(x_t \mid x_{<t}, T)` one step at
+        a time in eval mode, each sampled token or frame fed back in with the length features;
+        the temperature divides the logits.
+
+        Step t reads :math:`[\mathrm{emb}(x_{t-1}); c_t]` (zeros for :math:`x_{-1}`), exactly
+        the input the teacher-forced :meth:`logits` builds, so the logits seen here are those
+        :meth:`logits` gives for the finished sequence. The LSTM runs on its own weights
+        (:class:`~pyro_lnf.nn.lstm.LSTMStepper`: one ``nn.LSTM`` call per step is ~3x slower on
+        CPU) with the length features' share of the gates computed for all steps at once; the
+        input embedding is folded into the first layer's input weights
+        (:math:`\mathrm{emb}(x) W^\top = x\,(E W^\top)` for a one-hot or multi-hot x) and the
+        projection into the tied output matrix, so a step costs the recurrence and one small
+        product. Dropout is the identity in eval mode, so it is not applied.
+
+        :param lengths: ``(N,)``, e.g. drawn from p(T): ``self.length_model.distribution()``.
+        :param decode: ``"sample"`` or ``"mode"`` (:mod:`pyro_lnf.models.decoding`).
+        :returns: ``x`` padded to ``max(lengths)`` steps, 0 at padded steps.
+        """
+        steps = int(lengths.max())
+        with evaluating(self):
+            rnn, embedding = self.rnn, self.embedding
+            width = embedding.weight.shape[1]
+            stepper = LSTMStepper(rnn, self.length_features(lengths, steps),
+                                  input_weight=embedding.weight @ rnn.weight_ih_l0[:, :width].T)
+            out_weight = embedding.weight @ self.project.weight
+            out_bias = embedding.logits(self.project.bias)
+            state = zero_state(rnn, lengths.shape[0], out_weight)
+            x_t: Tensor | None = None
+            xs = []
+            for t in range(steps):
+                if x_t is not None and self.kind == "categorical":
+                    x_t = nn.functional.one_hot(x_t, out_weight.shape[0]).to(out_weight.dtype)
+                top, state = stepper.step(t, x_t, state)
+                logits = nn.functional.linear(top, out_weight, out_bias) / temperature
+                x_t = decode_logits(self.kind, logits, decode)
+                xs.append(x_t)
+            return mask_padding(torch.stack(xs, 1), lengths)

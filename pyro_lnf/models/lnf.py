@@ -27,15 +27,17 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from torch import nn
+from torch import Tensor, nn
 
-from pyro_lnf.checkpoint import register_model
 from pyro_lnf.errors import ConfigError
+from pyro_lnf.models.decoding import decode_logits, mask_padding
 from pyro_lnf.models.emission import Emission
 from pyro_lnf.models.encoder import SequenceEncoder
+from pyro_lnf.models.length import LengthModel
+from pyro_lnf.models.registry import register_model
 from pyro_lnf.nn.checks import check_sizes
 from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
-from pyro_lnf.models.length import LengthModel
+from pyro_lnf.nn.modes import evaluating
 from pyro_lnf.transforms.temporal import TemporalFlow
 
 #: Prior name -> (flow across time, coupling layers inside each step).
@@ -180,3 +182,65 @@ class LatentFlowModel(nn.Module):
             q = dist.Normal(loc, scale).mask(batch.mask.unsqueeze(-1)).to_event(2)
             with poutine.scale(scale=beta):
                 pyro.sample("z", q)
+
+    @torch.no_grad()
+    def generate(
+        self, lengths: Tensor, *, temperature: float = 1.0, decode: str = "sample"
+    ) -> Tensor:
+        r"""Sequences of the given lengths, in eval mode (the authors' ``DFModel.generate``):
+
+        .. math::
+
+            \epsilon_{1:T} \sim \mathcal N(0, \tau^2 I), \qquad
+            z_{1:T} = f_\theta(\epsilon_{1:T}; T), \qquad x_t \sim p(x_t \mid z_{1:T}, T),
+
+        the prior run in its sampling direction (sequential in t for AF in time, one pass for
+        IAF and the independent ablation) and every :math:`x_t` decoded at once by :meth:`emit`.
+        The temperature :math:`\tau` scales the noise, as in the authors' code.
+
+        :param lengths: ``(N,)``, e.g. drawn from p(T): ``self.length_model.distribution()``.
+        :param decode: ``"sample"`` or ``"mode"`` (:mod:`pyro_lnf.models.decoding`).
+        :returns: ``x`` padded to ``max(lengths)`` steps, 0 at padded steps.
+        """
+        with evaluating(self):
+            z, _ = self.prior.sample(lengths, int(lengths.max()), temperature)
+            return mask_padding(self.emit(z, lengths, decode), lengths)
+
+    def emit(self, z: Tensor, lengths: Tensor, decode: str = "sample") -> Tensor:
+        """``x`` from latent sequences ``z`` ``(N, T, H)``: every step decoded at once (the
+        emission never reads ``x``)."""
+        return decode_logits(self.kind, self.emission(z, lengths), decode)
+
+    def latent_path(
+        self, x_a: Tensor, x_b: Tensor, steps: int, pad_value: int | float = 0
+    ) -> tuple[Tensor, Tensor]:
+        r"""``steps`` latent sequences on the segment between the encodings of two sequences,
+        and their lengths.
+
+        Both sequences are encoded with the posterior mean :math:`\mu = \mathrm{encoder}(x)`
+        at the common length :math:`T = \max(T_a, T_b)`, the shorter one right-padded with
+        ``pad_value``, so that both latent sequences have shape ``(T, H)``. Point ``k`` is
+        :math:`z = (1 - \alpha_k)\,\mu_a + \alpha_k\,\mu_b`, :math:`\alpha_k = k /
+        (\text{steps}-1)`. Draws nothing; call it in eval mode.
+
+        :returns: ``z`` ``(steps, T, H)`` and lengths ``(steps,)``, all ``T``.
+        """
+        device = self.embedding.weight.device
+        common = max(len(x_a), len(x_b))
+        ends = torch.stack([_pad_to(x.to(device), common, pad_value) for x in (x_a, x_b)])
+        if self.kind == "binary":
+            ends = ends.to(self.embedding.weight.dtype)
+        else:
+            ends = ends.long()
+        lengths = torch.full((2,), common, dtype=torch.long, device=device)
+        loc, _ = self.encoder(ends, lengths)
+        alpha = torch.linspace(0.0, 1.0, steps, dtype=loc.dtype, device=device)[:, None, None]
+        return torch.lerp(loc[0], loc[1], alpha), lengths.new_full((steps,), common)
+
+
+def _pad_to(x: Tensor, length: int, value: int | float) -> Tensor:
+    """``x`` ``(T, ...)`` right-padded with ``value`` to ``length`` steps."""
+    if len(x) == length:
+        return x
+    filler = x.new_full((length - len(x), *x.shape[1:]), value)
+    return torch.cat([x, filler])

@@ -6,7 +6,9 @@ nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 :mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
 --help`` and argument errors fast. Those modules re-export them and check the same bounds for
 Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
-The models' constructors refuse bad sizes and dropout with :func:`check_sizes`.
+
+The models' constructors share the other small validators (:func:`check_sizes` for sizes
+and dropout, :func:`check_choice`, :func:`check_positive_int`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ __all__ = [
     "MIN_TEMPO",
     "MIN_VELOCITY",
     "check_between",
+    "check_choice",
+    "check_positive_int",
     "check_sizes",
 ]
 
@@ -97,6 +101,24 @@ def check_between(option: str, value: Any, low: float, high: float) -> None:
         )
 
 
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    """Refuse ``value`` unless it is one of ``choices``, naming ``what`` and the choices.
+
+    :raises ConfigError: e.g. ``unknown latent 'normal'; choose one of gaussian, vmf``.
+    """
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}")
+
+
+def check_positive_int(what: str, value: Any) -> None:
+    """Refuse anything but an integer of at least 1 (a boolean is not a size).
+
+    :raises ConfigError: e.g. ``latent_dim must be a positive integer, got 0``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+
+
 def _bound(value: float) -> str:
     """A bound as a user types it: ``10000``, ``0.01``, ``1e-06`` (``:g`` alone gives 1e+04)."""
     return str(value) if isinstance(value, int) else f"{value:g}"
@@ -106,7 +128,6 @@ def check_sizes(dropout: float, **sizes: int) -> None:
     """Refuse non-positive sizes and a dropout outside [0, 1) with a :class:`ConfigError`
     naming the option, before torch fails deeper down with a less helpful message."""
     for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(name, value)
     if not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}")
