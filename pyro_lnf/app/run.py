@@ -83,6 +83,9 @@ def run_training(
 ) -> TrainSummary:
     """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
 
+    ``overrides`` name fields of the typed configs (:mod:`pyro_lnf.app.config`); a name no
+    config has, or a model option ``model`` does not take, is refused in one line.
+
     A resumed run (``overrides["resume"]``) takes its model, dataset and every option not
     given from its ``last.pt``; an option given that would change the run (the model, the
     dataset, a model option or one that changes the sequence of updates) is refused, naming
