@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyro_lnf.datasets import load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
+from pyro_lnf.app.config import default_config  # noqa: E402
 from pyro_lnf.app.run import build_model  # noqa: E402
 
 
@@ -61,7 +62,7 @@ def interleaved(batches, variants: dict[str, Callable], rounds: int) -> dict[str
 
 def density_loop(jsb, batches, rounds: int) -> None:
     torch.manual_seed(0)
-    module = build_model("iafscf", jsb).train()
+    module = build_model(default_config("iafscf"), jsb).train()
 
     def density(batch) -> None:
         z = torch.randn(len(batch), int(batch.lengths.max()), module.prior.dim,
@@ -83,7 +84,7 @@ def density_loop(jsb, batches, rounds: int) -> None:
 def adam_step(jsb, batches, rounds: int) -> None:
     torch.manual_seed(0)
     pyro.clear_param_store()
-    module = build_model("afaf", jsb).train()
+    module = build_model(default_config("afaf"), jsb).train()
     elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
     # A tiny learning rate keeps the weights (and so the work) the same for both variants.
     optimizers = {

@@ -47,19 +47,18 @@ def _worker(rank: int, world: int, port: int, threads: int, device: str, steps: 
         tdist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank,
                                  world_size=world, timeout=datetime.timedelta(seconds=300))
     from pyro_lnf.datasets import load_dataset
-    from pyro_lnf.app.run import build_model, dataset_batches, split_settings
-    from pyro_lnf.app.config import preset
-    from pyro_lnf.train import TrainConfig, train
+    from pyro_lnf.app.run import build_model, dataset_batches
+    from pyro_lnf.app.config import preset, with_overrides
+    from pyro_lnf.train import train
 
     dataset = load_dataset("jsb_chorales")
-    model_opts, train_opts = split_settings(preset("afaf", "jsb_chorales"))
-    train_opts.update(epochs=1, quiet=True, nll_every=0, kl_initial_zero=0, kl_rampup=0,
-                      device=f"cuda:{rank}" if device == "cuda" else "cpu")
+    overrides = dict(epochs=1, quiet=True, nll_every=0, kl_initial_zero=0, kl_rampup=0,
+                     device=f"cuda:{rank}" if device == "cuda" else "cpu")
     if batch_size:
-        train_opts["batch_size"] = batch_size
-    config = TrainConfig(**train_opts)
+        overrides["batch_size"] = batch_size
+    model_config, config = with_overrides("afaf", preset("afaf", "jsb_chorales"), overrides)
     torch.manual_seed(config.seed)
-    module = build_model("afaf", dataset, **model_opts)
+    module = build_model(model_config, dataset)
     first = list(dataset_batches(dataset, "train", config, train=True)(0))[:steps]
     summary = train(module, lambda epoch: first, None, config)
     if rank == 0:

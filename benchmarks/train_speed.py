@@ -40,6 +40,7 @@ from pyro_lnf.checkpoint import load_model  # noqa: E402
 from pyro_lnf.datasets import collate, load_dataset  # noqa: E402
 from pyro_lnf.errors import LnfError  # noqa: E402
 from pyro_lnf.evaluate import evaluate, importance_sample  # noqa: E402
+from pyro_lnf.app.config import default_config  # noqa: E402
 from pyro_lnf.app.run import build_model  # noqa: E402
 from pyro_lnf.nn.precision import PRECISIONS, bulk_precision  # noqa: E402
 from pyro_lnf.nn.runtime import keep_freed_memory  # noqa: E402
@@ -205,7 +206,7 @@ def main() -> None:
     for name in ("afaf", "afscf", "iafscf", "lstm"):
         torch.manual_seed(0)
         pyro.clear_param_store()
-        module = build_model(name, jsb).to(device).train()
+        module = build_model(default_config(name), jsb).to(device).train()
         elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
         losses = {"pyro": lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0)}
         if name != "lstm":
@@ -242,7 +243,7 @@ def main() -> None:
         table.add_column(col, justify="right")
     torch.manual_seed(0)
     pyro.clear_param_store()
-    module = build_model("afaf", notts).to(device).train()
+    module = build_model(default_config("afaf"), notts).to(device).train()
     elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
     authors = {1788: "61"}
     for index in picks:
@@ -278,7 +279,7 @@ def importance_sampling_time(jsb, device: torch.device, checkpoint: str | None =
     torch.manual_seed(0)
     pyro.clear_param_store()
     if checkpoint is None:
-        module, what = build_model("afaf", jsb).to(device).eval(), "untrained AF/AF"
+        module, what = build_model(default_config("afaf"), jsb).to(device).eval(), "untrained AF/AF"
     else:
         module, what = load_model(checkpoint, map_location=device), checkpoint
     table = Table(title=f"IS NLL, K = 30, {what}, all JSB valid sequences")
@@ -380,7 +381,7 @@ def iaf_budget(jsb, device: torch.device, quick: bool) -> None:
     for name in ("afscf", "iafscf"):
         torch.manual_seed(0)
         pyro.clear_param_store()
-        module = build_model(name, jsb).to(device).train()
+        module = build_model(default_config(name), jsb).to(device).train()
         step = sum(
             time_steps(
                 module,
@@ -419,7 +420,7 @@ def batch_size_speed(dataset, sizes: list[int], device: torch.device, repeats: i
     """
     torch.manual_seed(0)
     pyro.clear_param_store()
-    module = build_model("afaf", dataset).to(device).train()
+    module = build_model(default_config("afaf"), dataset).to(device).train()
     elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
     loss = lambda b: elbo.differentiable_loss(module.model, module.guide, b, 1.0)  # noqa: E731
     pools = {size: [b.to(device) for b in dataset.batches("train", size, seed=0)][: repeats + 2]
@@ -454,7 +455,7 @@ def longest_batch_memory(name: str, device: torch.device, data_dir: str | None) 
     batch = collate(dataset.splits["train"], lengths.argsort(descending=True)[:4].tolist())
     batch = batch.to(device)
     torch.manual_seed(0)
-    module = build_model("afaf", dataset).to(device).train()
+    module = build_model(default_config("afaf"), dataset).to(device).train()
     elbo = Trace_ELBO(num_particles=1, vectorize_particles=True, max_plate_nesting=1)
     start = time.perf_counter()
     time_steps(

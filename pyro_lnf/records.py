@@ -103,12 +103,12 @@ def command_line(argv: list[str] | None) -> str | None:
     return None if argv is None else shlex.join(argv)
 
 
-def recorded_config(train_config: dict[str, Any], model_config: dict[str, Any],
-                    model_options: tuple[str, ...]) -> dict[str, Any]:
+def recorded_config(train_config: dict[str, Any],
+                    model_options: dict[str, Any]) -> dict[str, Any]:
     """The options ``--config`` reads back: the training options (less where and how the run
-    reports) and the model's options as the model holds them."""
+    reports) and the model's options."""
     config = {k: v for k, v in train_config.items() if k not in _NOT_RECORDED}
-    config.update({k: model_config[k] for k in model_options if k in model_config})
+    config.update(model_options)
     return config
 
 
@@ -159,15 +159,15 @@ def start_record(out: str | os.PathLike, module: Any, config: Any, given: dict[s
                  state: Any) -> dict[str, Any]:
     """Write (or, resuming, extend) ``out/run.json`` for ``module`` trained with ``config``
     (a :class:`~pyro_lnf.train.TrainConfig`); ``given`` holds what the caller knows beyond
-    them: ``model``, ``dataset``, ``overrides``, ``command``. Returns the record."""
-    from pyro_lnf.app.run import MODEL_OPTIONS
-
+    them: ``model``, ``dataset``, ``model_options`` (the options the model was built with,
+    recorded in ``config``; the app's typed model config knows them, the module does not),
+    ``overrides``, ``command``. Returns the record."""
     model_config = dict(getattr(module, "config", {}))
     name = getattr(module, "name", type(module).__name__)
     record = new_record(
         model=given.get("model") or (model_config.get("prior") if name == "lnf" else name),
         dataset=given.get("dataset") or model_config.get("dataset"),
-        config=recorded_config(config.to_dict(), model_config, MODEL_OPTIONS),
+        config=recorded_config(config.to_dict(), given.get("model_options") or {}),
         overrides=given.get("overrides") or {},
         command=given.get("command"),
         device=str(config.device),

@@ -118,9 +118,12 @@ TRAJECTORY_OPTIONS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Training options (defaults: the authors' PTB settings where they apply, spec §7).
+
+    Frozen: a changed option is a new config (``dataclasses.replace``), so the config a run
+    records and checkpoints is the one it trained with.
 
     :ivar epochs: number of epochs to reach (a resumed run continues up to it).
     :ivar batch_size: training sequences per batch; ``eval_batch_size`` for validation

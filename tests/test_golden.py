@@ -51,10 +51,10 @@ import torch  # noqa: E402
 
 from pyro_lnf.checkpoint import save_checkpoint  # noqa: E402
 from pyro_lnf.datasets import Dataset, load_dataset  # noqa: E402
-from pyro_lnf.app.run import (
-    build_model, dataset_batches, evaluate_checkpoint, run_training, split_settings,
+from pyro_lnf.app.run import (  # noqa: E402
+    build_model, dataset_batches, evaluate_checkpoint, run_training,
 )
-from pyro_lnf.app.config import preset  # noqa: E402
+from pyro_lnf.app.config import preset, with_overrides  # noqa: E402
 from pyro_lnf.app.sampling import sample_checkpoint  # noqa: E402
 from pyro_lnf.train import METRICS, TrainConfig, train  # noqa: E402
 from pyro_lnf.transforms import autoregressive_flow, coupling_flow  # noqa: E402
@@ -69,7 +69,7 @@ RECORDED_AT = "commit be32a28 (branch golden, before the redesign), Intel(R) Xeo
 # the cases
 
 #: Tiny sizes; ``embedding_dim``, ``flow_hidden``, ``lstm_layers`` and ``length_dim`` are
-#: constructor options ``build_model`` passes on (``lnf train`` keeps the paper's).
+#: model options ``lnf train`` has no flag for (it keeps the paper's).
 TINY_FLOW = dict(hidden_size=8, latent_dim=4, flow_layers=1)
 TINY_FLOW_EXTRA = dict(embedding_dim=8, flow_hidden=(8,), lstm_layers=1, length_dim=4)
 TINY_LSTM = dict(hidden_size=8)
@@ -133,12 +133,11 @@ def train_case(case: tuple, data_dir: str | Path, out: Path) -> tuple[torch.nn.M
     ``EPOCHS`` epochs and one validation batch; the model, its config and the metrics lines."""
     model, dataset_name, options, extra = case
     dataset = _dataset(dataset_name, data_dir)
-    settings = {**preset(model, dataset_name), **options,
-                "epochs": EPOCHS, "nll_every": 0, "quiet": True, "out": str(out)}
-    model_opts, train_opts = split_settings(settings)
-    config = TrainConfig(**train_opts)
+    settings = {**options, **extra, "epochs": EPOCHS, "nll_every": 0, "quiet": True,
+                "out": str(out)}
+    model_config, config = with_overrides(model, preset(model, dataset_name), settings)
     torch.manual_seed(config.seed)  # as run_training: the initial weights are part of the run
-    module = build_model(model, dataset, **model_opts, **extra)
+    module = build_model(model_config, dataset)
     batches = list(dataset_batches(dataset, "train", config, train=True)(0))[:STEPS]
     valid = list(dataset_batches(dataset, "valid", config, train=False)(0))[:1]
     train(module, batches, valid, config)

@@ -11,9 +11,14 @@ import click
 # each command imports what it runs.
 from pyro_lnf.errors import LnfError, TrainingInterrupted
 
+# --model's and --dataset's choices: the presets' model names and the dataset registry's names,
+# each kept where it imports nothing heavy (the registry checks that it agrees).
+from pyro_lnf.app.config import MODELS
+
 # The bounds of evaluate's and sample's options: the click ranges below and the library's
 # checks read the same constants.
 from pyro_lnf.nn.checks import (
+    DATASET_NAMES,
     MAX_BATCH_SIZE,
     MAX_CHUNK_SIZE,
     MAX_FRAMES,
@@ -110,7 +115,7 @@ def _read_config_file(ctx: click.Context, param: click.Parameter, value: str | N
     if value is None:
         return {}
     from pyro_lnf.errors import ConfigError
-    from pyro_lnf.app.run import MODEL_OPTIONS
+    from pyro_lnf.app.config import MODEL_OPTIONS
     from pyro_lnf.records import read_config
     from pyro_lnf.train import TrainConfig
 
@@ -177,24 +182,14 @@ _DATA_DIR = click.option(
     "--model",
     "model",
     required=True,
-    type=click.Choice(["afaf", "afscf", "iafscf", "indep", "lstm", "svae", "nvdm"]),
+    type=click.Choice(MODELS),
     help="Latent-flow prior (AF/AF, AF/SCF, IAF/SCF, independent ablation), the LSTM "
     "baseline, or a Xu & Durrett VAE (svae on ptb_words, nvdm on 20news).",
 )
 @click.option(
     "--dataset",
     required=True,
-    type=click.Choice(
-        [
-            "jsb_chorales",
-            "nottingham",
-            "muse_data",
-            "piano_midi",
-            "ptb_char",
-            "ptb_words",
-            "20news",
-        ]
-    ),
+    type=click.Choice(DATASET_NAMES),
 )
 @click.option("--epochs", type=int, help="Epochs to train (preset: 100 for sequence models).")
 @click.option("--batch-size", type=int, help="Training sequences per batch (preset per dataset).")

@@ -22,23 +22,16 @@ from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.nvdm import NVDM
 from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.nn.precision import PRECISIONS, bulk_precision
-from pyro_lnf.app.config import FLOW_MODELS, KAPPA, VAE_MODELS, preset
+from pyro_lnf.app.config import (
+    LatentFlowConfig, LSTMConfig, ModelConfig, NVDMConfig, SentenceVAEConfig, from_recorded,
+    model_kwargs, model_options, option_names, preset, with_overrides,
+)
 from pyro_lnf.sample import resolve_device
 from pyro_lnf.train import (
     LAST, TRAJECTORY_OPTIONS, TrainConfig, TrainSummary, sequence_batches, train,
 )
 
-#: Preset keys that configure the model rather than the training loop.
-MODEL_OPTIONS = (
-    "dropout",
-    "flow_layers",
-    "transform",
-    "latent_dim",
-    "hidden_size",
-    "latent",
-    "kappa",
-    "decoder",
-)
+#: What a checkpoint's ``train_config`` may set (an older file may hold options since removed).
 _TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 
 
@@ -48,58 +41,28 @@ def max_length_for(dataset: Dataset) -> int:
     return math.ceil(1.25 * int(dataset.lengths("train").max()))
 
 
-def build_model(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module:
-    """A fresh model of type ``model`` (``afaf``, ``afscf``, ``iafscf``, ``indep``, ``lstm``,
-    ``svae``, ``nvdm``) sized for ``dataset``; ``options`` override the constructor defaults."""
-    if model in VAE_MODELS:
-        return _build_vae(model, dataset, **options)
-    for option in ("latent", "kappa", "decoder"):
-        if options.pop(option, None) is not None:
-            raise ConfigError(f"--{option} applies to the svae and nvdm models only")
+def build_model(config: ModelConfig, dataset: Dataset) -> torch.nn.Module:
+    """A fresh model as ``config`` says (:func:`~pyro_lnf.app.config.default_config`,
+    :func:`~pyro_lnf.app.config.preset`), sized for ``dataset``: its keywords are the
+    config's fields and the sizes the dataset gives."""
+    kwargs = model_kwargs(config)
+    if isinstance(config, SentenceVAEConfig):
+        return SentenceVAE.from_vocab(dataset.vocab, dataset=dataset.name, **kwargs)
+    if isinstance(config, NVDMConfig):
+        return NVDM(dataset.num_features, dataset=dataset.name, **kwargs)
     if dataset.kind not in ("binary", "categorical"):
-        raise ConfigError(f"model {model!r} needs a sequence dataset, not {dataset.name!r}")
-    common = dict(
+        name = config.prior if isinstance(config, LatentFlowConfig) else "lstm"
+        raise ConfigError(f"model {name!r} needs a sequence dataset, not {dataset.name!r}")
+    sizes = dict(
         kind=dataset.kind,
         num_features=dataset.num_features,
         max_length=max_length_for(dataset),
         lengths=dataset.lengths("train"),
         dataset=dataset.name,
     )
-    if model == "lstm":
-        for option in ("flow_layers", "transform", "latent_dim"):
-            if options.pop(option, None) is not None:
-                raise ConfigError(
-                    f"--{option.replace('_', '-')} does not apply to the LSTM baseline"
-                )
-        return LSTMBaseline(**common, **options)
-    if model not in FLOW_MODELS:
-        raise ConfigError(
-            f"unknown model {model!r}; choose one of {', '.join((*FLOW_MODELS, 'lstm'))}"
-        )
-    return LatentFlowModel(**common, prior=model, **options)
-
-
-def _build_vae(model: str, dataset: Dataset, **options: Any) -> torch.nn.Module:
-    for option in ("flow_layers", "transform"):
-        if options.pop(option, None) is not None:
-            raise ConfigError(f"--{option.replace('_', '-')} does not apply to {model!r}")
-    decoder = options.get("decoder", "standard") if model == "svae" else None
-    if model == "nvdm" and options.pop("decoder", None) is not None:
-        raise ConfigError("--decoder applies to the svae model only")
-    options.setdefault("kappa", KAPPA[(model, decoder)])
-    if model == "svae":
-        return SentenceVAE.from_vocab(dataset.vocab, dataset=dataset.name, **options)
-    return NVDM(dataset.num_features, dataset=dataset.name, **options)
-
-
-def split_settings(settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Separate model options from training options; anything else is an error."""
-    model_opts = {k: v for k, v in settings.items() if k in MODEL_OPTIONS and v is not None}
-    train_opts = {k: v for k, v in settings.items() if k in _TRAIN_FIELDS}
-    unknown = set(settings) - set(MODEL_OPTIONS) - _TRAIN_FIELDS
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(sorted(unknown))}")
-    return model_opts, train_opts
+    if isinstance(config, LSTMConfig):
+        return LSTMBaseline(**sizes, **kwargs)
+    return LatentFlowModel(**sizes, **kwargs)
 
 
 def dataset_batches(dataset: Dataset, split: str, config: TrainConfig, *, train: bool):
@@ -121,6 +84,9 @@ def run_training(
 ) -> TrainSummary:
     """Train ``model`` on ``dataset_name`` with the paper's preset, ``overrides`` applied.
 
+    ``overrides`` name fields of the typed configs (:mod:`pyro_lnf.app.config`); a name no
+    config has, or a model option ``model`` does not take, is refused in one line.
+
     A resumed run (``overrides["resume"]``) takes its model, dataset and every option not
     given from its ``last.pt``; an option given that would change the run (the model, the
     dataset, a model option or one that changes the sequence of updates) is refused, naming
@@ -132,20 +98,20 @@ def run_training(
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     if given.get("resume"):
-        module, config = _resumed(model, dataset_name, given)
+        module, model_config, config = _resumed(model, dataset_name, given)
         dataset = load_dataset(module.config["dataset"], data_dir=data_dir, download=download)
     else:
-        model_opts, train_opts = split_settings({**preset(model, dataset_name), **given})
-        config = TrainConfig(**train_opts)
+        model_config, config = with_overrides(model, preset(model, dataset_name), given)
         dataset = load_dataset(dataset_name, data_dir=data_dir, download=download)
         torch.manual_seed(config.seed)  # the initial weights are part of the run
-        module = build_model(model, dataset, **model_opts)
+        module = build_model(model_config, dataset)
     return train(
         module,
         dataset_batches(dataset, "train", config, train=True),
         dataset_batches(dataset, "valid", config, train=False),
         config,
-        record=dict(model=model, dataset=dataset.name, overrides=given, command=command),
+        record=dict(model=model, dataset=dataset.name, model_options=model_options(model_config),
+                    overrides=given, command=command),
     )
 
 
@@ -155,23 +121,30 @@ def model_choice(checkpoint: dict[str, Any]) -> str:
     return info["config"].get("prior", "?") if info["name"] == "lnf" else info["name"]
 
 
-def _resumed(model: str, dataset_name: str,
-             given: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
-    """The model and options of the run in ``given["out"]``, with the options ``given``
-    that may change applied; anything else given must equal the run's."""
+def _resumed(model: str, dataset_name: str, given: dict[str, Any]
+             ) -> tuple[torch.nn.Module, ModelConfig, TrainConfig]:
+    """The model and configs of the run in ``given["out"]``, with the options ``given`` that
+    may change applied; a model option or trajectory option given must equal the run's."""
     if given.get("out") is None:
         raise ConfigError("--resume needs --out, the run directory that holds last.pt")
     path = Path(given["out"]) / LAST
     checkpoint = load_checkpoint(path)
     saved_model, saved_train = checkpoint["model"]["config"], checkpoint["train_config"]
+    run_model = model_choice(checkpoint)
+    run_configs = (
+        from_recorded(run_model, saved_model),
+        TrainConfig(**{k: v for k, v in saved_train.items() if k in _TRAIN_FIELDS}),
+    )
+    model_config, config = with_overrides(run_model, run_configs, given)
     differ = []
-    if model != model_choice(checkpoint):
-        differ.append(f"--model {model_choice(checkpoint)} (given {model})")
+    if model != run_model:
+        differ.append(f"--model {run_model} (given {model})")
     if dataset_name != saved_model.get("dataset"):
         differ.append(f"--dataset {saved_model.get('dataset')} (given {dataset_name})")
-    for key in MODEL_OPTIONS:
-        if key in given and given[key] != saved_model.get(key):
-            differ.append(f"--{key.replace('_', '-')} {saved_model.get(key)} (given {given[key]})")
+    for key in option_names(type(model_config)):
+        ran, asked = getattr(run_configs[0], key), getattr(model_config, key)
+        if key in given and asked != ran:
+            differ.append(f"--{key.replace('_', '-')} {ran} (given {given[key]})")
     for key in TRAJECTORY_OPTIONS:
         if key in given and given[key] != saved_train.get(key):
             differ.append(f"--{key.replace('_', '-')} {saved_train.get(key)} (given {given[key]})")
@@ -180,9 +153,8 @@ def _resumed(model: str, dataset_name: str,
             f"{path} is a run with {'; '.join(differ)}: --resume continues a run as it was "
             "(leave these out, or train into another --out)"
         )
-    settings = {k: v for k, v in saved_train.items() if k in _TRAIN_FIELDS}
-    settings.update({k: v for k, v in given.items() if k in _TRAIN_FIELDS})
-    return model_from_checkpoint(checkpoint, path, param_store=False), TrainConfig(**settings)
+    module = model_from_checkpoint(checkpoint, path, param_store=False)
+    return module, run_configs[0], config
 
 
 @torch.no_grad()

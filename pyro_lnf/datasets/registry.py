@@ -21,6 +21,7 @@ from pyro_lnf.datasets.ptb import (
     ptb_path,
 )
 from pyro_lnf.errors import ConfigError, DatasetError
+from pyro_lnf.nn.checks import DATASET_NAMES
 
 FETCH_OPTIONS = ("mirrors", "verify", "progress", "timeout")
 
@@ -101,7 +102,12 @@ def _registry() -> dict[str, DatasetSpec]:
             unit="words",
         ),
     ]
-    return {s.name: s for s in specs}
+    by_name = {s.name: s for s in specs}
+    if set(by_name) != set(DATASET_NAMES):  # a dataset added here but not there, or the reverse
+        raise RuntimeError(
+            f"DATASET_NAMES {DATASET_NAMES} do not match the registry's {tuple(by_name)}"
+        )
+    return {name: by_name[name] for name in DATASET_NAMES}
 
 
 DATASETS: dict[str, DatasetSpec] = _registry()

@@ -41,8 +41,9 @@ __all__ = [
     "check_sizes",
 ]
 
-#: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, for click choices (a test
-#: checks that the two agree).
+#: Every dataset :data:`pyro_lnf.datasets.DATASETS` registers, in its order: the names
+#: ``--dataset`` offers, kept here because the registry imports torch (the registry refuses to
+#: load if the two differ).
 DATASET_NAMES = (
     "jsb_chorales", "nottingham", "muse_data", "piano_midi", "ptb_char", "ptb_words", "20news",
 )
