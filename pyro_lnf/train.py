@@ -21,8 +21,8 @@ reported metric, so every unit weighs the same. The authors (TextFlow, spec §7)
 per-sequence per-token losses instead, which up-weights short sequences.
 
 **KL annealing** (spec §7), :func:`kl_schedule`. **Learning rate** ÷ ``lr_decay`` after
-``patience`` epochs without a better validation −ELBO, only once annealing is done; Adam's
-moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
+``patience`` epochs without a better validation −ELBO, only once annealing is done
+(:class:`~pyro_lnf.plateau.Plateau`); Adam's moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
 restart of the bias correction and lets resume be exact). **Model selection** uses the
 validation −ELBO at β = 1 (below).
 
@@ -83,6 +83,7 @@ from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
 from pyro_lnf.nn.checks import MAX_SEED, check_between
+from pyro_lnf.plateau import Plateau
 from pyro_lnf.progress import PlainProgress, make_progress, tracked
 from pyro_lnf.records import describe, start_record
 from pyro_lnf.scalars import Scalars
@@ -432,18 +433,22 @@ class _Objective:
 
 @dataclass
 class _State:
-    """Training position and bookkeeping, saved in every checkpoint as plain values."""
+    """Training position and bookkeeping, saved in every checkpoint's ``progress`` as plain
+    values, next to the plateau rule's state (``progress["plateau"]``)."""
 
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    best_valid: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False  # a plateau would have taken the LR below min_lr
     metrics_lines: int = 0
     wall_s: float = 0.0
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
+
+    @classmethod
+    def from_progress(cls, progress: dict[str, Any]) -> _State:
+        """The position in a checkpoint's ``progress``, whose other entries (the plateau
+        state, at the top level in checkpoints written before it had its own) are not ours."""
+        mine = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in progress.items() if key in mine})
 
 
 _SUMS = ("loss", "kl", "units", "frames", "train_s")
@@ -535,38 +540,6 @@ def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, ep
     return record
 
 
-def _schedule(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
-              loss: float, done: bool) -> bool:
-    """Once annealing is done, track the best validation loss and divide the LR by
-    ``lr_decay`` after ``patience`` epochs without improvement (Adam's moments kept), or mark
-    the run stopped if that would take it below ``min_lr``. True if improved.
-
-    Before that nothing is tracked: the β = 1 loss rises while β ramps up, so an annealing
-    epoch is no candidate for ``best.pt`` and no baseline for the plateau rule.
-    """
-    if not done:
-        return False
-    if state.best_valid is None or loss < state.best_valid:
-        state.best_valid, state.best_epoch, state.bad_epochs = loss, epoch, 0
-        return True
-    state.bad_epochs += 1
-    if state.bad_epochs >= config.patience:
-        _drop_lr(state, optimizer, config)
-    return False
-
-
-def _drop_lr(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
-    """Divide the LR by ``lr_decay``, or stop the run if that goes below ``min_lr``."""
-    lr = optimizer.param_groups[0]["lr"]
-    if config.min_lr is not None and lr / config.lr_decay < config.min_lr:
-        state.stopped_early = True
-        return
-    for group in optimizer.param_groups:
-        group["lr"] /= config.lr_decay
-    state.bad_epochs = 0
-    state.stopped_early = False
-
-
 #: Pyro's message when a distribution gets a parameter outside its constraint (a NaN or an
 #: infinity, in a run that has diverged): ``Expected parameter loc (Tensor of shape ...``.
 _INVALID_PARAMETER = re.compile(r"Expected parameter (\w+)")
@@ -615,6 +588,8 @@ class _Run:
         self.out = Path(config.out) if config.out is not None else None
         self.device = torch.device(config.device)
         self.optimizer = make_optimizer(module, config)
+        self.plateau = Plateau(self.optimizer, patience=config.patience, decay=config.lr_decay,
+                               min_lr=config.min_lr)
         self.objective = _Objective(module, config)
         self.state = _State()
         self.pending_rng: dict[str, Any] | None = None
@@ -654,9 +629,9 @@ class _Run:
             _check_resumable(checkpoint, self.module, config, path)
             self.module.load_state_dict(checkpoint["model"]["state_dict"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.state = _State(**checkpoint["progress"])
-            if self.state.stopped_early:  # take the skipped drop if the min_lr given now allows
-                _drop_lr(self.state, self.optimizer, config)
+            self.state = _State.from_progress(checkpoint["progress"])
+            self.plateau.load_state_dict(Plateau.state_from_progress(checkpoint["progress"]))
+            self.plateau.retry_skipped_drop()  # the min_lr given now may allow it
             self.pending_rng = distributed.rank_rng(checkpoint["rng"], self.group, path)
             if self.writes:
                 _truncate_lines(out / METRICS, self.state.metrics_lines)
@@ -688,7 +663,8 @@ class _Run:
                 self.last_saved = time.perf_counter()
                 return
         save_checkpoint(self.out / LAST, module=self.module, optimizer=self.optimizer,
-                        progress=dataclasses.asdict(self.state),
+                        progress={**dataclasses.asdict(self.state),
+                                  "plateau": self.plateau.state_dict()},
                         train_config=self.config.to_dict(), rng=rng)
         self.last_saved = time.perf_counter()
 
@@ -838,8 +814,10 @@ class _Run:
                                         track=lambda b, what: tracked(bar, b, len(valid), what)))
             except StopRequested:
                 raise self.interrupted(n, rng) from None
-            improved = _schedule(state, optimizer, config, epoch, record["valid_loss_beta1"], done)
-        record["stopped_early"] = state.stopped_early
+            # Annealing epochs are no candidates for best.pt and no baseline for the plateau
+            # rule: the β = 1 loss rises while β ramps up.
+            improved = done and self.plateau.step(record["valid_loss_beta1"], epoch)
+        record["stopped_early"] = self.plateau.stopped
         record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
         record["wall_s"] = self.wall0 + time.perf_counter() - self.started
         state.epoch, state.batch = epoch + 1, 0
@@ -856,7 +834,7 @@ class _Run:
             self.scalars.epoch(record)
         if not config.quiet and self.main:
             bar.console.print(_describe(record), soft_wrap=True)  # one line per epoch, for grep
-            if state.stopped_early:
+            if self.plateau.stopped:
                 bar.console.print(
                     f"stopping: no better validation loss for {config.patience} epoch(s) "
                     f"and lr {lr:.3g} / {config.lr_decay:g} is below min_lr {config.min_lr:g}"
@@ -913,7 +891,7 @@ def train(
                            log_minutes=config.log_minutes) as bar, _closing(run.scalars):
             if written is not None and not config.quiet:
                 bar.console.print(describe(written), highlight=False, soft_wrap=True)
-            while state.epoch < config.epochs and not state.stopped_early:
+            while state.epoch < config.epochs and not run.plateau.stopped:
                 run.restore_rng(after_batches=False)
                 batches = _batches(train_batches, state.epoch)[:config.limit_batches]
                 run.restore_rng(after_batches=True)
@@ -925,9 +903,9 @@ def train(
         epochs=state.epoch,
         steps=state.step,
         lr=run.optimizer.param_groups[0]["lr"],
-        stopped_early=state.stopped_early,
-        best_valid_loss=state.best_valid,
-        best_epoch=state.best_epoch,
+        stopped_early=run.plateau.stopped,
+        best_valid_loss=run.plateau.best_valid,
+        best_epoch=run.plateau.best_epoch,
         last_metrics=record,
         wall_s=run.wall0 + time.perf_counter() - run.started,
         out=str(run.out) if run.out is not None else None,

@@ -321,7 +321,7 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
     assert [r["lr"] for r in rows] == pytest.approx([0.04] * 9 + [0.01])
     assert summary.lr == pytest.approx(0.01)
     assert summary.best_epoch == 6 and summary.best_valid_loss == 3.9
-    assert load_checkpoint(tmp_path / BEST)["progress"]["best_epoch"] == 6
+    assert load_checkpoint(tmp_path / BEST)["progress"]["plateau"]["best_epoch"] == 6
     # Validation is at β(i): rec + β(i) KL; β(1) = 1e-5, β(3) = 1.
     assert rows[1]["valid_loss"] == pytest.approx(4.5 + 1e-5)
     assert rows[0]["valid_loss_beta1"] == 3.0 and rows[0]["anneal_done"] is False
@@ -359,6 +359,34 @@ def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, mon
     assert [r["lr"] for r in rows] == pytest.approx([0.04, 0.04, 0.01, 0.0025, 0.0025])
     with pytest.raises(ConfigError, match="min_lr"):
         quiet(min_lr=0.0).validate()
+
+
+def test_a_checkpoint_from_before_the_plateau_entry_resumes_with_its_plateau_state(
+        tmp_path, monkeypatch):
+    # Checkpoints written before progress["plateau"] hold best_valid, best_epoch, bad_epochs
+    # and stopped_early at the top of progress (a real run's last.pt among them).
+    script = iter([5.0, 5.5, 5.6, 4.0, 3.9])
+
+    def scripted(module, batches, num_samples, **kwargs):
+        loss = next(script)
+        return {"reconstruction_nats_per_unit": loss, "kl_nats_per_unit": 0.0,
+                "elbo_loss_nats_per_unit": loss}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    data = batches(sequences(4), 4)
+    config = quiet(epochs=10, lr=0.04, patience=1, min_lr=0.005, out=str(tmp_path))
+    train(Toy(), data, data, config)
+    checkpoint = torch.load(tmp_path / LAST, weights_only=True)
+    progress = checkpoint["progress"]
+    assert progress["plateau"] == {"best_valid": 5.0, "best_epoch": 0, "bad_epochs": 1,
+                                   "stopped_early": True}
+    checkpoint["progress"] = {**progress.pop("plateau"), **progress}
+    torch.save(checkpoint, tmp_path / LAST)
+    # The skipped drop is taken, and epoch 0 stays the best until epoch 3 beats it.
+    on = train(Toy(), data, data, replace(config, resume=True, min_lr=1e-3, epochs=5))
+    assert [r["lr"] for r in read_metrics(tmp_path)] == pytest.approx(
+        [0.04, 0.04, 0.01, 0.0025, 0.0025])
+    assert (on.best_epoch, on.best_valid_loss, on.stopped_early) == (4, 3.9, False)
 
 
 @pytest.mark.parametrize("crash_at", [(2, 3), (3, 0)], ids=["mid-epoch", "epoch-start"])
