@@ -63,7 +63,7 @@ import re
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -613,14 +613,18 @@ class _Run:
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Resume from ``last.pt`` or start afresh, after clearing stale temporaries."""
+    def start(self, checkpoint: Mapping[str, Any] | None = None) -> None:
+        """Resume from ``last.pt`` (``checkpoint``: its payload, when the caller has read it
+        already) or start afresh, after clearing stale temporaries."""
         out, config = self.out, self.config
         if self.writes:
             remove_stale_temporaries(out)
+        if checkpoint is not None and not config.resume:
+            raise ConfigError("a checkpoint to continue from was given without resume")
         if config.resume:
             path = out / LAST
-            checkpoint = load_checkpoint(path, map_location=self.device)
+            if checkpoint is None:
+                checkpoint = load_checkpoint(path, map_location=self.device)
             if checkpoint["optimizer"] is None or not checkpoint["rng"]:
                 raise CheckpointError(
                     f"checkpoint {path} holds weights only (no optimizer or generator states), "
@@ -849,6 +853,7 @@ def train(
     config: TrainConfig,
     *,
     record: dict[str, Any] | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> TrainSummary:
     """Train ``module`` (a :class:`~pyro_lnf.models.base.LatentVariableModel`) in place.
 
@@ -859,6 +864,10 @@ def train(
     :param config: the options; ``config.out`` receives checkpoints and metrics.
     :param record: what ``out/run.json`` says beyond what ``train`` knows (``model``,
         ``dataset``, ``overrides``, ``command``; see :mod:`pyro_lnf.records`).
+    :param checkpoint: with ``resume``, the payload of ``out/last.pt`` when the caller has
+        read it already (:func:`~pyro_lnf.checkpoint.load_checkpoint`, e.g. to rebuild the
+        model), so a large file is not read twice; ``None``: ``train`` reads it. Only the start
+        uses it: a caller that drops its own reference lets its tensors go.
     :returns: the run's :class:`TrainSummary`.
     :raises ConfigError: invalid options, or options that differ from the resumed run's.
     :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``, or a
@@ -878,7 +887,7 @@ def train(
         pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
         module.to(config.device)
         run = _Run(module, config, stop)
-        run.start()
+        run.start(checkpoint)
         valid = _batches(valid_batches, 0) if valid_batches is not None else []
         valid = valid[:config.limit_batches]  # [:None]: all
         state = run.state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from dataclasses import dataclass, replace
 
 import pyro
@@ -428,6 +429,29 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, cra
         return [{k: v for k, v in r.items() if k not in ("wall_s", "frames_per_s")} for r in rows]
 
     assert comparable(read_metrics(tmp_path / "b")) == comparable(read_metrics(tmp_path / "a"))
+
+
+def test_resume_from_a_payload_already_read_reads_no_file_and_continues_the_same(
+        tmp_path, monkeypatch):
+    data, valid = batches(sequences(8), 4), batches(sequences(4, seed=2), 4)
+    config = quiet(epochs=1, lr=0.02, out=str(tmp_path / "a"))
+    train(Toy(), data, valid, config)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    reread = Toy()
+    train(reread, data, valid, replace(config, epochs=2, resume=True))
+    payload = load_checkpoint(tmp_path / "b" / LAST)
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("train read last.pt although it was given")
+
+    monkeypatch.setattr("pyro_lnf.train.load_checkpoint", no_second_read)
+    given = Toy()
+    train(given, data, valid, replace(config, epochs=2, resume=True, out=str(tmp_path / "b")),
+          checkpoint=payload)
+    for (name, p), q in zip(reread.named_parameters(), given.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    with pytest.raises(ConfigError, match="without resume"):
+        train(Toy(), data, valid, replace(config, out=str(tmp_path / "c")), checkpoint=payload)
 
 
 def test_resume_refuses_missing_or_different_runs(tmp_path):

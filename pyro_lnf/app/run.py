@@ -130,8 +130,9 @@ def run_training(
     that started it, when given.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    checkpoint = None  # on --resume, last.pt as read once, to rebuild the model and continue
     if given.get("resume"):
-        module, config = _resumed(model, dataset_name, given)
+        module, config, checkpoint = _resumed(model, dataset_name, given)
         dataset = load_dataset(module.config["dataset"], data_dir=data_dir, download=download)
     else:
         model_opts, train_opts = split_settings({**preset(model, dataset_name), **given})
@@ -145,6 +146,7 @@ def run_training(
         dataset_batches(dataset, "valid", config, train=False),
         config,
         record=dict(model=model, dataset=dataset.name, overrides=given, command=command),
+        checkpoint=checkpoint,
     )
 
 
@@ -155,9 +157,10 @@ def model_choice(checkpoint: dict[str, Any]) -> str:
 
 
 def _resumed(model: str, dataset_name: str,
-             given: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig]:
+             given: dict[str, Any]) -> tuple[torch.nn.Module, TrainConfig, dict[str, Any]]:
     """The model and options of the run in ``given["out"]``, with the options ``given``
-    that may change applied; anything else given must equal the run's."""
+    that may change applied, and its ``last.pt`` as read (for :func:`train` to continue
+    from); anything else given must equal the run's."""
     if given.get("out") is None:
         raise ConfigError("--resume needs --out, the run directory that holds last.pt")
     path = Path(given["out"]) / LAST
@@ -181,7 +184,8 @@ def _resumed(model: str, dataset_name: str,
         )
     settings = {k: v for k, v in saved_train.items() if k in _TRAIN_FIELDS}
     settings.update({k: v for k, v in given.items() if k in _TRAIN_FIELDS})
-    return model_from_checkpoint(checkpoint, path, param_store=False), TrainConfig(**settings)
+    module = model_from_checkpoint(checkpoint, path, param_store=False)
+    return module, TrainConfig(**settings), checkpoint
 
 
 @torch.no_grad()
