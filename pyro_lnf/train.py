@@ -1,29 +1,13 @@
 r"""Training loop for any model that honours :class:`pyro_lnf.models.base.LatentVariableModel`.
 
-Each step minimises Pyro's ``Trace_ELBO(num_particles=S, vectorize_particles=True,
-max_plate_nesting=1).differentiable_loss(model, guide, batch, beta)`` divided by the
-batch's number of units :math:`\sum_b n_b` (:math:`n_b = T_b + 1`, ``module.normalizer``):
-
-.. math::
-
-    \mathcal{L}_\beta = \frac{1}{\sum_b n_b} \sum_b \frac{1}{S} \sum_{s=1}^{S}
-        \Big[ -\log p(x_b, T_b \mid z_b^{(s)})
-              + \beta \big(\log q(z_b^{(s)} \mid x_b) - \log p(z_b^{(s)})\big) \Big],
-    \qquad z_b^{(s)} \sim q(\cdot \mid x_b),
-
-:math:`\beta` entering through ``poutine.scale`` on the latent sites of both programs. We use
-``differentiable_loss`` with a torch optimizer rather than ``SVI.step``: it gives global-norm
-gradient clipping, gradient accumulation, and an optimizer whose state (moments, learning rate)
-can be checkpointed and restored exactly; ``pyro.optim`` keeps one optimizer per tensor.
-
-**Token weighting.** The loss is :math:`\sum / \sum` over the batch, the same accounting as the
-reported metric, so every unit weighs the same. The authors (TextFlow, spec §7) average
-per-sequence per-token losses instead, which up-weights short sequences.
+Each step minimises the β-weighted −ELBO per unit of the batches it accumulates
+(:mod:`pyro_lnf.objective`), with a torch optimizer whose state is checkpointed.
 
 **KL annealing** (spec §7), :func:`kl_schedule`. **Learning rate** ÷ ``lr_decay`` after
 ``patience`` epochs without a better validation −ELBO, only once annealing is done
-(:class:`~pyro_lnf.plateau.Plateau`); Adam's moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
-restart of the bias correction and lets resume be exact). **Model selection** uses the
+(:class:`~pyro_lnf.plateau.Plateau`); Adam's moments are *kept* (the authors re-create the
+optimizer and lose them; keeping them avoids a restart of the bias correction and lets resume
+be exact). **Model selection** uses the
 validation −ELBO at β = 1 (below).
 
 **Model selection.** ``best.pt`` is the epoch with the lowest validation −ELBO at β = 1 *once
@@ -59,10 +43,8 @@ import contextlib
 import dataclasses
 import json
 import math
-import re
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +53,6 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from rich.progress import Progress
 
 from pyro_lnf import distributed
@@ -83,6 +64,7 @@ from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
 from pyro_lnf.nn.checks import MAX_SEED, check_between
+from pyro_lnf.objective import Diverged, Objective, checked_loss, clip_gradients, cycle_units
 from pyro_lnf.plateau import Plateau
 from pyro_lnf.progress import PlainProgress, make_progress, tracked
 from pyro_lnf.records import describe, start_record
@@ -328,106 +310,6 @@ def _batches(source: BatchSource, epoch: int) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------
-# the objective
-
-
-class _TrackedELBO(Trace_ELBO):
-    """``Trace_ELBO`` that keeps its last traces, so the KL of the very same samples can be
-    reported without a second pass."""
-
-    traces: tuple[Any, Any] | None = None
-
-    def _get_traces(
-        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
-    ) -> Iterator[tuple[Any, Any]]:
-        for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):
-            self.traces = (model_trace, guide_trace)
-            yield model_trace, guide_trace
-
-
-def _kl_of(model_trace: Any, guide_trace: Any) -> float:
-    r"""Σ over latent sites of :math:`\log q - \log p`, undoing each site's β scale."""
-    total: torch.Tensor | float = 0.0
-    for name, g in guide_trace.nodes.items():
-        if g["type"] != "sample" or g["is_observed"]:
-            continue
-        m = model_trace.nodes[name]
-        total = total + (g["log_prob"] / g["scale"] - m["log_prob"] / m["scale"]).detach().sum()
-    return float(total)
-
-
-def _tensor_fields(batch: Any) -> tuple[list[str], list[torch.Tensor]]:
-    if dataclasses.is_dataclass(batch):
-        items = [(f.name, getattr(batch, f.name)) for f in dataclasses.fields(batch)]
-    elif hasattr(batch, "_fields"):
-        items = [(name, getattr(batch, name)) for name in batch._fields]
-    else:
-        raise ConfigError(
-            f"jit needs batches that are dataclasses or named tuples, got {type(batch).__name__}; "
-            "train without jit"
-        )
-    named = [(name, value) for name, value in items if isinstance(value, torch.Tensor)]
-    return [name for name, _ in named], [value for _, value in named]
-
-
-def _with_fields(batch: Any, names: list[str], tensors: Sequence[torch.Tensor]) -> Any:
-    values = dict(zip(names, tensors, strict=True))
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **values)
-    return batch._replace(**values)
-
-
-class _Objective:
-    """Summed −ELBO of one batch (and its KL when observable), eager or JIT-compiled.
-
-    Under JIT every tensor must be a positional argument: the batch is split into its tensor
-    fields and β is passed as a 0-d tensor (a float would be baked into the trace). Pyro keys
-    its compile cache on ``(len(args), kwargs)``, not on shapes (pyro-notes §4.2), so the
-    fields' shapes go in as a keyword: one compile per distinct (B, T_max), as ``T_max=...``
-    would do for lengths alone, but also correct for a short last batch.
-    """
-
-    def __init__(self, module: torch.nn.Module, config: TrainConfig) -> None:
-        self.module = module
-        self.particles = config.particles
-        options = dict(
-            num_particles=config.particles, vectorize_particles=True, max_plate_nesting=1
-        )
-        self.jit = config.jit
-        self.template: Any = None
-        if self.jit:
-            self.elbo: Trace_ELBO = JitTrace_ELBO(ignore_jit_warnings=True, **options)
-            self.names: list[str] = []
-            # Pyro's cache key holds id(model) and id(guide): bind the methods once, since
-            # every attribute access would make a new bound-method object (and a recompile).
-            self.jit_model, self.jit_guide = self._jit_model, self._jit_guide
-        else:
-            self.elbo = _TrackedELBO(**options)
-
-    def _jit_model(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
-        self.module.model(_with_fields(self.template, self.names, tensors), beta)
-
-    def _jit_guide(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
-        self.module.guide(_with_fields(self.template, self.names, tensors), beta)
-
-    def __call__(self, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
-        if not self.jit:
-            loss = self.elbo.differentiable_loss(self.module.model, self.module.guide, batch, beta)
-            model_trace, guide_trace = self.elbo.traces
-            self.elbo.traces = None  # do not keep the graph alive until the next step
-            return loss, _kl_of(model_trace, guide_trace) / self.particles
-        self.names, tensors = _tensor_fields(batch)
-        self.template = batch
-        dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
-        beta_t = torch.tensor(beta, dtype=dtype, device=tensors[0].device)
-        shapes = tuple(tuple(t.shape) for t in tensors)
-        loss = self.elbo.differentiable_loss(
-            self.jit_model, self.jit_guide, beta_t, *tensors, shapes=shapes
-        )
-        return loss, None
-
-
-# ------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -540,45 +422,6 @@ def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, ep
     return record
 
 
-#: Pyro's message when a distribution gets a parameter outside its constraint (a NaN or an
-#: infinity, in a run that has diverged): ``Expected parameter loc (Tensor of shape ...``.
-_INVALID_PARAMETER = re.compile(r"Expected parameter (\w+)")
-
-
-class _Diverged(Exception):
-    """What went non-finite in a step; :func:`train` turns it into a DivergenceError."""
-
-
-def _step_loss(objective: _Objective, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
-    """The batch's loss, with a non-finite value or an invalid distribution parameter raised
-    as :class:`_Diverged` (Pyro would raise a ValueError with the whole trace)."""
-    try:
-        with warnings.catch_warnings():  # a NaN is reported below, in one line
-            warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
-            loss, kl = objective(batch, beta)
-    except ValueError as err:
-        found = _INVALID_PARAMETER.search(str(err))
-        if found is None:
-            raise
-        raise _Diverged(f"the {found.group(1)} of a distribution was invalid (nan or inf)") from err
-    if not torch.isfinite(loss):
-        raise _Diverged(f"the loss was {loss.item()}")
-    return loss, kl
-
-
-def _clip(module: torch.nn.Module, config: TrainConfig) -> None:
-    """Clip the gradients to ``grad_clip`` in global norm; raise :class:`_Diverged` if that
-    norm is not finite (before the optimizer could apply it)."""
-    if config.grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-    else:
-        norm = torch.nn.utils.get_total_norm(
-            [p.grad for p in module.parameters() if p.grad is not None]
-        )
-    if not torch.isfinite(norm):
-        raise _Diverged(f"the gradient norm was {norm.item()}")
-
-
 class _Run:
     """One training run's moving parts, so :func:`train` reads as its phases: start or
     resume, then per epoch the batches, validation and the epoch's end."""
@@ -590,7 +433,7 @@ class _Run:
         self.optimizer = make_optimizer(module, config)
         self.plateau = Plateau(self.optimizer, patience=config.patience, decay=config.lr_decay,
                                min_lr=config.min_lr)
-        self.objective = _Objective(module, config)
+        self.objective = Objective(module, particles=config.particles, jit=config.jit)
         self.state = _State()
         self.pending_rng: dict[str, Any] | None = None
         self.started = time.perf_counter()
@@ -606,8 +449,8 @@ class _Run:
         if self.group is not None:
             objective = self.objective
             self.parallel = distributed.DataParallel(
-                module, lambda batch, beta: _step_loss(objective, batch, beta), self.group,
-                self.device, _Diverged,
+                module, lambda batch, beta: checked_loss(objective, batch, beta), self.group,
+                self.device, Diverged,
             )
         self.scalars: Any = None  # pyro_lnf.scalars.Scalars with --tensorboard
 
@@ -734,7 +577,7 @@ class _Run:
                             beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
         module.train()
         sums = state.sums
-        cycle_units = None
+        units_of_cycle = None
         for j in range(state.batch, n):
             tick = time.perf_counter()
             whole = batches[j].to(self.device)
@@ -742,22 +585,18 @@ class _Run:
             beta, _ = kl_schedule(epoch, j / n, i0, ramp)
             if j % config.grad_accum == 0:
                 optimizer.zero_grad(set_to_none=True)
-            if j % config.grad_accum == 0 or cycle_units is None:
-                # Divide by the whole accumulation cycle's units, so every unit weighs the
-                # same however the cycle's batches differ in length.
-                start = j - j % config.grad_accum
-                cycle_units = sum(float(module.normalizer(b).sum())
-                                  for b in batches[start:start + config.grad_accum])
+            if j % config.grad_accum == 0 or units_of_cycle is None:  # or resumed mid-cycle
+                units_of_cycle = cycle_units(module, batches, j, config.grad_accum)
             units = module.normalizer(whole).sum()
             at_step_end = (j + 1) % config.grad_accum == 0
             try:
                 if self.parallel is None:
-                    loss, kl = _step_loss(self.objective, batch, beta)
-                    (loss / cycle_units).backward()
+                    loss, kl = checked_loss(self.objective, batch, beta)
+                    (loss / units_of_cycle).backward()
                     loss = loss.item()
                 else:  # the whole batch's loss and KL; every rank's stop and clock agreed
                     loss, kl, stop_any, due_any = self.parallel.step(
-                        batch, beta, cycle_units, sync=at_step_end,
+                        batch, beta, units_of_cycle, sync=at_step_end,
                         stop=self.stop.signum is not None, due=self.main and self.clock_due(),
                     )
                     self.stop_agreed = stop_any
@@ -765,8 +604,8 @@ class _Run:
                     _check_param_store(module)
                     self.checked_store = True
                 if at_step_end:
-                    _clip(module, config)
-            except _Diverged as err:
+                    clip_gradients(module, config.grad_clip)
+            except Diverged as err:
                 raise self.diverged(str(err), n) from None
             state.batch = j + 1
             if at_step_end:

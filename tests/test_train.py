@@ -18,12 +18,12 @@ from pyro.infer import Trace_ELBO
 from pyro_lnf.checkpoint import load_checkpoint, load_model, register_model
 from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.evaluate import importance_sample
+from pyro_lnf.objective import Objective
 from pyro_lnf.train import (
     BEST,
     LAST,
     METRICS,
     TrainConfig,
-    _Objective,
     epoch_seed,
     kl_schedule,
     sequence_batches,
@@ -203,7 +203,7 @@ def test_reported_kl_is_that_of_the_loss_samples():
     module = Toy(dropout=0.0)
     batch = batches(sequences(6, seed=3), 6)[0]
     pyro.set_rng_seed(4)
-    loss, kl = _Objective(module, quiet(particles=3))(batch, 0.3)
+    loss, kl = Objective(module, particles=3, jit=False)(batch, 0.3)
     pyro.set_rng_seed(4)
     est = importance_sample(module.model, module.guide, batch, 1.0, num_samples=3)
     assert kl == pytest.approx(est.kl.sum().item(), rel=1e-5)
@@ -516,8 +516,8 @@ def test_jit_objective_compiles_per_shape_and_matches_the_eager_estimator():
     data = batches(sequences(12, seed=5), 4)
     shapes = {tuple(b.x.shape) for b in data}
     assert len(shapes) > 1
-    eager = _Objective(module, quiet(particles=2))
-    jit = _Objective(module, quiet(particles=2, jit=True))
+    eager = Objective(module, particles=2, jit=False)
+    jit = Objective(module, particles=2, jit=True)
     for b in data + data:
         jit(b, 0.5)
     assert len(jit.elbo._loss_and_surrogate_loss.compiled) == len(shapes)
