@@ -41,7 +41,10 @@ __all__ = ["Diverged", "Objective", "checked_loss", "clip_gradients", "cycle_uni
 
 class _TrackedELBO(Trace_ELBO):
     """``Trace_ELBO`` that keeps its last traces, so the KL of the very same samples can be
-    reported without a second pass."""
+    reported without a second pass.
+
+    It overrides Pyro's private ``ELBO._get_traces``, the one place the traces pass through
+    (``tests/test_private_api.py`` checks how ``differentiable_loss`` consumes it)."""
 
     traces: tuple[Any, Any] | None = None
 
