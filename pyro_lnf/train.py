@@ -566,69 +566,85 @@ class _Run:
     # -- one epoch -----------------------------------------------------------------------
 
     def train_epoch(self, batches: list[Any], bar: Progress | PlainProgress) -> None:
-        """The epoch's remaining batches, from ``state.batch``; stops (with a save) at the
-        first optimizer step after a signal."""
-        module, config, state, optimizer = self.module, self.config, self.state, self.optimizer
-        epoch, n = state.epoch, len(batches)
+        """The epoch's remaining batches, from ``state.batch``: per batch its gradients, an
+        optimizer step at the end of each accumulation cycle, the running metrics, then any
+        stop or checkpoint the step asks for (a stop is saved at the first step after it)."""
+        module, config, state = self.module, self.config, self.state
+        epoch, n, accumulate = state.epoch, len(batches), config.grad_accum
         i0, ramp = config.kl_initial_zero, config.kl_rampup
         task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=n, completed=state.batch,
                             started_at=state.batch, after=(config.epochs - epoch - 1) * n,
                             step=state.step, loss=math.nan, kl="-",
                             beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
         module.train()
-        sums = state.sums
         units_of_cycle = None
         for j in range(state.batch, n):
             tick = time.perf_counter()
             whole = batches[j].to(self.device)
-            batch = distributed.shard(whole, self.group)  # this rank's sequences
             beta, _ = kl_schedule(epoch, j / n, i0, ramp)
-            if j % config.grad_accum == 0:
-                optimizer.zero_grad(set_to_none=True)
-            if j % config.grad_accum == 0 or units_of_cycle is None:  # or resumed mid-cycle
-                units_of_cycle = cycle_units(module, batches, j, config.grad_accum)
-            units = module.normalizer(whole).sum()
-            at_step_end = (j + 1) % config.grad_accum == 0
-            try:
-                if self.parallel is None:
-                    loss, kl = checked_loss(self.objective, batch, beta)
-                    (loss / units_of_cycle).backward()
-                    loss = loss.item()
-                else:  # the whole batch's loss and KL; every rank's stop and clock agreed
-                    loss, kl, stop_any, due_any = self.parallel.step(
-                        batch, beta, units_of_cycle, sync=at_step_end,
-                        stop=self.stop.signum is not None, due=self.main and self.clock_due(),
-                    )
-                    self.stop_agreed = stop_any
-                if not self.checked_store:
-                    _check_param_store(module)
-                    self.checked_store = True
-                if at_step_end:
-                    clip_gradients(module, config.grad_clip)
-            except Diverged as err:
-                raise self.diverged(str(err), n) from None
+            if j % accumulate == 0 or units_of_cycle is None:  # or resumed mid-cycle
+                self.optimizer.zero_grad(set_to_none=True)
+                units_of_cycle = cycle_units(module, batches, j, accumulate)
+            at_step_end = (j + 1) % accumulate == 0
+            loss, kl, due_any = self._backward(whole, beta, units_of_cycle, at_step_end, n)
             state.batch = j + 1
             if at_step_end:
-                optimizer.step()
+                self.optimizer.step()
                 state.step += 1
-            sums["loss"] += loss
-            sums["kl"] += math.nan if kl is None else kl
-            sums["units"] += units.item()
-            sums["frames"] += whole.lengths.sum().item()
-            sums["train_s"] += time.perf_counter() - tick
-            bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
-                       kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
-                       fps=sums["frames"] / max(sums["train_s"], 1e-9), step=state.step)
-            if at_step_end and self.scalars is not None:
-                self.scalars.step(state.step, {
-                    "loss": loss / units.item(), "beta": beta,
-                    "kl": None if kl is None else kl / units.item(),
-                    "lr": optimizer.param_groups[0]["lr"]})
+            self._count(task, bar, whole, loss, kl, beta, tick, at_step_end)
             if at_step_end and self.stop_pending() and state.batch < n:
                 raise self.interrupted(n)
-            if at_step_end and self.checkpoint_due(n, None if self.group is None else due_any):
+            if at_step_end and self.checkpoint_due(n, due_any):
                 self.save_last()
         bar.remove_task(task)
+
+    def _backward(self, whole: Any, beta: float, units_of_cycle: float, at_step_end: bool,
+                  n: int) -> tuple[float, float | None, bool | None]:
+        """Accumulate one batch's gradients (of this rank's share, under torchrun), clipped
+        at the cycle's end. Returns the whole batch's summed loss, its KL (``None`` under
+        JIT) and, under torchrun, rank 0's checkpoint-clock verdict agreed by every rank
+        (``None``: read the clock here)."""
+        module = self.module
+        try:
+            if self.parallel is None:
+                loss, kl = checked_loss(self.objective, whole, beta)
+                (loss / units_of_cycle).backward()
+                due_any = None
+                loss = loss.item()
+            else:  # the whole batch's loss and KL; every rank's stop and clock agreed
+                loss, kl, self.stop_agreed, due_any = self.parallel.step(
+                    distributed.shard(whole, self.group), beta, units_of_cycle,
+                    sync=at_step_end, stop=self.stop.signum is not None,
+                    due=self.main and self.clock_due(),
+                )
+            if not self.checked_store:
+                _check_param_store(module)
+                self.checked_store = True
+            if at_step_end:
+                clip_gradients(module, self.config.grad_clip)
+        except Diverged as err:
+            raise self.diverged(str(err), n) from None
+        return loss, kl, due_any
+
+    def _count(self, task: Any, bar: Progress | PlainProgress, whole: Any, loss: float,
+               kl: float | None, beta: float, tick: float, at_step_end: bool) -> None:
+        """Add one batch to the epoch's running sums and show them: the progress bar, and
+        after an optimizer step the step's scalars."""
+        state, sums = self.state, self.state.sums
+        units = self.module.normalizer(whole).sum().item()
+        sums["loss"] += loss
+        sums["kl"] += math.nan if kl is None else kl
+        sums["units"] += units
+        sums["frames"] += whole.lengths.sum().item()
+        sums["train_s"] += time.perf_counter() - tick
+        bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
+                   kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
+                   fps=sums["frames"] / max(sums["train_s"], 1e-9), step=state.step)
+        if at_step_end and self.scalars is not None:
+            self.scalars.step(state.step, {
+                "loss": loss / units, "beta": beta,
+                "kl": None if kl is None else kl / units,
+                "lr": self.optimizer.param_groups[0]["lr"]})
 
     def end_epoch(self, valid: list[Any], n: int,
                   bar: Progress | PlainProgress) -> dict[str, Any]:
