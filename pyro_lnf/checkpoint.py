@@ -44,6 +44,7 @@ import numpy as np
 import pyro
 import torch
 from pyro.distributions import constraints
+from pyro.params.param_store import ParamStoreDict
 
 from pyro_lnf.errors import CheckpointError, LnfError
 from pyro_lnf.io import atomic_write
@@ -132,12 +133,23 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 # param store
 
 
+def param_constraint(store: ParamStoreDict, name: str) -> constraints.Constraint:
+    """The constraint ``pyro.param`` was given for ``name`` (``real`` if none).
+
+    Read from the private ``ParamStoreDict._constraints`` (this is its one use, checked by
+    ``tests/test_private_api.py``): the public ``get_state()`` would also strip the
+    ``unconstrained`` weak references from the live parameters, as it prepares a copy for
+    pickling.
+    """
+    return store._constraints.get(name, constraints.real)
+
+
 def _param_store_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     store = pyro.get_param_store()
     params: dict[str, torch.Tensor] = {}
     names: dict[str, str] = {}
     for name, unconstrained in store.named_parameters():
-        constraint = store._constraints.get(name, constraints.real)
+        constraint = param_constraint(store, name)
         key = next((k for k, c in _CONSTRAINTS.items() if c is constraint), None)
         if key is None and type(constraint) is type(constraints.real):
             key = "real"  # unpickled copies of ``real`` are equal in all but identity

@@ -1,29 +1,13 @@
 r"""Training loop for any model that honours :class:`pyro_lnf.models.base.LatentVariableModel`.
 
-Each step minimises Pyro's ``Trace_ELBO(num_particles=S, vectorize_particles=True,
-max_plate_nesting=1).differentiable_loss(model, guide, batch, beta)`` divided by the
-batch's number of units :math:`\sum_b n_b` (:math:`n_b = T_b + 1`, ``module.normalizer``):
-
-.. math::
-
-    \mathcal{L}_\beta = \frac{1}{\sum_b n_b} \sum_b \frac{1}{S} \sum_{s=1}^{S}
-        \Big[ -\log p(x_b, T_b \mid z_b^{(s)})
-              + \beta \big(\log q(z_b^{(s)} \mid x_b) - \log p(z_b^{(s)})\big) \Big],
-    \qquad z_b^{(s)} \sim q(\cdot \mid x_b),
-
-:math:`\beta` entering through ``poutine.scale`` on the latent sites of both programs. We use
-``differentiable_loss`` with a torch optimizer rather than ``SVI.step``: it gives global-norm
-gradient clipping, gradient accumulation, and an optimizer whose state (moments, learning rate)
-can be checkpointed and restored exactly; ``pyro.optim`` keeps one optimizer per tensor.
-
-**Token weighting.** The loss is :math:`\sum / \sum` over the batch, the same accounting as the
-reported metric, so every unit weighs the same. The authors (TextFlow, spec §7) average
-per-sequence per-token losses instead, which up-weights short sequences.
+Each step minimises the β-weighted −ELBO per unit of the batches it accumulates
+(:mod:`pyro_lnf.objective`), with a torch optimizer whose state is checkpointed.
 
 **KL annealing** (spec §7), :func:`kl_schedule`. **Learning rate** ÷ ``lr_decay`` after
-``patience`` epochs without a better validation −ELBO, only once annealing is done; Adam's
-moments are *kept* (the authors re-create the optimizer and lose them; keeping them avoids a
-restart of the bias correction and lets resume be exact). **Model selection** uses the
+``patience`` epochs without a better validation −ELBO, only once annealing is done
+(:class:`~pyro_lnf.plateau.Plateau`); Adam's moments are *kept* (the authors re-create the
+optimizer and lose them; keeping them avoids a restart of the bias correction and lets resume
+be exact). **Model selection** uses the
 validation −ELBO at β = 1 (below).
 
 **Model selection.** ``best.pt`` is the epoch with the lowest validation −ELBO at β = 1 *once
@@ -59,11 +43,9 @@ import contextlib
 import dataclasses
 import json
 import math
-import re
 import signal
 import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +53,6 @@ from typing import Any
 import numpy as np
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from rich.progress import Progress
 
 from pyro_lnf import distributed
@@ -83,6 +64,8 @@ from pyro_lnf.evaluate import evaluate
 from pyro_lnf.interrupt import StopRequest, StopRequested, deferred_signals
 from pyro_lnf.io import FolderLock, atomic_write, remove_stale_temporaries
 from pyro_lnf.nn.checks import MAX_SEED, check_between
+from pyro_lnf.objective import Diverged, Objective, checked_loss, clip_gradients, cycle_units
+from pyro_lnf.plateau import Plateau
 from pyro_lnf.progress import PlainProgress, make_progress, tracked
 from pyro_lnf.records import describe, start_record
 from pyro_lnf.scalars import Scalars
@@ -330,123 +313,27 @@ def _batches(source: BatchSource, epoch: int) -> list[Any]:
 
 
 # ------------------------------------------------------------------------------------------
-# the objective
-
-
-class _TrackedELBO(Trace_ELBO):
-    """``Trace_ELBO`` that keeps its last traces, so the KL of the very same samples can be
-    reported without a second pass."""
-
-    traces: tuple[Any, Any] | None = None
-
-    def _get_traces(
-        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
-    ) -> Iterator[tuple[Any, Any]]:
-        for model_trace, guide_trace in super()._get_traces(model, guide, args, kwargs):
-            self.traces = (model_trace, guide_trace)
-            yield model_trace, guide_trace
-
-
-def _kl_of(model_trace: Any, guide_trace: Any) -> float:
-    r"""Σ over latent sites of :math:`\log q - \log p`, undoing each site's β scale."""
-    total: torch.Tensor | float = 0.0
-    for name, g in guide_trace.nodes.items():
-        if g["type"] != "sample" or g["is_observed"]:
-            continue
-        m = model_trace.nodes[name]
-        total = total + (g["log_prob"] / g["scale"] - m["log_prob"] / m["scale"]).detach().sum()
-    return float(total)
-
-
-def _tensor_fields(batch: Any) -> tuple[list[str], list[torch.Tensor]]:
-    if dataclasses.is_dataclass(batch):
-        items = [(f.name, getattr(batch, f.name)) for f in dataclasses.fields(batch)]
-    elif hasattr(batch, "_fields"):
-        items = [(name, getattr(batch, name)) for name in batch._fields]
-    else:
-        raise ConfigError(
-            f"jit needs batches that are dataclasses or named tuples, got {type(batch).__name__}; "
-            "train without jit"
-        )
-    named = [(name, value) for name, value in items if isinstance(value, torch.Tensor)]
-    return [name for name, _ in named], [value for _, value in named]
-
-
-def _with_fields(batch: Any, names: list[str], tensors: Sequence[torch.Tensor]) -> Any:
-    values = dict(zip(names, tensors, strict=True))
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **values)
-    return batch._replace(**values)
-
-
-class _Objective:
-    """Summed −ELBO of one batch (and its KL when observable), eager or JIT-compiled.
-
-    Under JIT every tensor must be a positional argument: the batch is split into its tensor
-    fields and β is passed as a 0-d tensor (a float would be baked into the trace). Pyro keys
-    its compile cache on ``(len(args), kwargs)``, not on shapes (pyro-notes §4.2), so the
-    fields' shapes go in as a keyword: one compile per distinct (B, T_max), as ``T_max=...``
-    would do for lengths alone, but also correct for a short last batch.
-    """
-
-    def __init__(self, module: torch.nn.Module, config: TrainConfig) -> None:
-        self.module = module
-        self.particles = config.particles
-        options = dict(
-            num_particles=config.particles, vectorize_particles=True, max_plate_nesting=1
-        )
-        self.jit = config.jit
-        self.template: Any = None
-        if self.jit:
-            self.elbo: Trace_ELBO = JitTrace_ELBO(ignore_jit_warnings=True, **options)
-            self.names: list[str] = []
-            # Pyro's cache key holds id(model) and id(guide): bind the methods once, since
-            # every attribute access would make a new bound-method object (and a recompile).
-            self.jit_model, self.jit_guide = self._jit_model, self._jit_guide
-        else:
-            self.elbo = _TrackedELBO(**options)
-
-    def _jit_model(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
-        self.module.model(_with_fields(self.template, self.names, tensors), beta)
-
-    def _jit_guide(self, beta: torch.Tensor, *tensors: torch.Tensor, shapes: tuple) -> None:
-        self.module.guide(_with_fields(self.template, self.names, tensors), beta)
-
-    def __call__(self, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
-        if not self.jit:
-            loss = self.elbo.differentiable_loss(self.module.model, self.module.guide, batch, beta)
-            model_trace, guide_trace = self.elbo.traces
-            self.elbo.traces = None  # do not keep the graph alive until the next step
-            return loss, _kl_of(model_trace, guide_trace) / self.particles
-        self.names, tensors = _tensor_fields(batch)
-        self.template = batch
-        dtype = next((p.dtype for p in self.module.parameters() if p.is_floating_point()), None)
-        beta_t = torch.tensor(beta, dtype=dtype, device=tensors[0].device)
-        shapes = tuple(tuple(t.shape) for t in tensors)
-        loss = self.elbo.differentiable_loss(
-            self.jit_model, self.jit_guide, beta_t, *tensors, shapes=shapes
-        )
-        return loss, None
-
-
-# ------------------------------------------------------------------------------------------
 # the loop
 
 
 @dataclass
 class _State:
-    """Training position and bookkeeping, saved in every checkpoint as plain values."""
+    """Training position and bookkeeping, saved in every checkpoint's ``progress`` as plain
+    values, next to the plateau rule's state (``progress["plateau"]``)."""
 
     epoch: int = 0
     batch: int = 0
     step: int = 0
-    best_valid: float | None = None
-    best_epoch: int | None = None
-    bad_epochs: int = 0
-    stopped_early: bool = False  # a plateau would have taken the LR below min_lr
     metrics_lines: int = 0
     wall_s: float = 0.0
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
+
+    @classmethod
+    def from_progress(cls, progress: dict[str, Any]) -> _State:
+        """The position in a checkpoint's ``progress``, whose other entries (the plateau
+        state, at the top level in checkpoints written before it had its own) are not ours."""
+        mine = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in progress.items() if key in mine})
 
 
 _SUMS = ("loss", "kl", "units", "frames", "train_s")
@@ -538,77 +425,6 @@ def _validate(module: torch.nn.Module, valid: list[Any], config: TrainConfig, ep
     return record
 
 
-def _schedule(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int,
-              loss: float, done: bool) -> bool:
-    """Once annealing is done, track the best validation loss and divide the LR by
-    ``lr_decay`` after ``patience`` epochs without improvement (Adam's moments kept), or mark
-    the run stopped if that would take it below ``min_lr``. True if improved.
-
-    Before that nothing is tracked: the β = 1 loss rises while β ramps up, so an annealing
-    epoch is no candidate for ``best.pt`` and no baseline for the plateau rule.
-    """
-    if not done:
-        return False
-    if state.best_valid is None or loss < state.best_valid:
-        state.best_valid, state.best_epoch, state.bad_epochs = loss, epoch, 0
-        return True
-    state.bad_epochs += 1
-    if state.bad_epochs >= config.patience:
-        _drop_lr(state, optimizer, config)
-    return False
-
-
-def _drop_lr(state: _State, optimizer: torch.optim.Optimizer, config: TrainConfig) -> None:
-    """Divide the LR by ``lr_decay``, or stop the run if that goes below ``min_lr``."""
-    lr = optimizer.param_groups[0]["lr"]
-    if config.min_lr is not None and lr / config.lr_decay < config.min_lr:
-        state.stopped_early = True
-        return
-    for group in optimizer.param_groups:
-        group["lr"] /= config.lr_decay
-    state.bad_epochs = 0
-    state.stopped_early = False
-
-
-#: Pyro's message when a distribution gets a parameter outside its constraint (a NaN or an
-#: infinity, in a run that has diverged): ``Expected parameter loc (Tensor of shape ...``.
-_INVALID_PARAMETER = re.compile(r"Expected parameter (\w+)")
-
-
-class _Diverged(Exception):
-    """What went non-finite in a step; :func:`train` turns it into a DivergenceError."""
-
-
-def _step_loss(objective: _Objective, batch: Any, beta: float) -> tuple[torch.Tensor, float | None]:
-    """The batch's loss, with a non-finite value or an invalid distribution parameter raised
-    as :class:`_Diverged` (Pyro would raise a ValueError with the whole trace)."""
-    try:
-        with warnings.catch_warnings():  # a NaN is reported below, in one line
-            warnings.filterwarnings("ignore", "Encountered NaN", UserWarning)
-            loss, kl = objective(batch, beta)
-    except ValueError as err:
-        found = _INVALID_PARAMETER.search(str(err))
-        if found is None:
-            raise
-        raise _Diverged(f"the {found.group(1)} of a distribution was invalid (nan or inf)") from err
-    if not torch.isfinite(loss):
-        raise _Diverged(f"the loss was {loss.item()}")
-    return loss, kl
-
-
-def _clip(module: torch.nn.Module, config: TrainConfig) -> None:
-    """Clip the gradients to ``grad_clip`` in global norm; raise :class:`_Diverged` if that
-    norm is not finite (before the optimizer could apply it)."""
-    if config.grad_clip is not None:
-        norm = torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
-    else:
-        norm = torch.nn.utils.get_total_norm(
-            [p.grad for p in module.parameters() if p.grad is not None]
-        )
-    if not torch.isfinite(norm):
-        raise _Diverged(f"the gradient norm was {norm.item()}")
-
-
 class _Run:
     """One training run's moving parts, so :func:`train` reads as its phases: start or
     resume, then per epoch the batches, validation and the epoch's end."""
@@ -618,7 +434,9 @@ class _Run:
         self.out = Path(config.out) if config.out is not None else None
         self.device = torch.device(config.device)
         self.optimizer = make_optimizer(module, config)
-        self.objective = _Objective(module, config)
+        self.plateau = Plateau(self.optimizer, patience=config.patience, decay=config.lr_decay,
+                               min_lr=config.min_lr)
+        self.objective = Objective(module, particles=config.particles, jit=config.jit)
         self.state = _State()
         self.pending_rng: dict[str, Any] | None = None
         self.started = time.perf_counter()
@@ -634,21 +452,25 @@ class _Run:
         if self.group is not None:
             objective = self.objective
             self.parallel = distributed.DataParallel(
-                module, lambda batch, beta: _step_loss(objective, batch, beta), self.group,
-                self.device, _Diverged,
+                module, lambda batch, beta: checked_loss(objective, batch, beta), self.group,
+                self.device, Diverged,
             )
         self.scalars: Any = None  # pyro_lnf.scalars.Scalars with --tensorboard
 
     # -- start ---------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Resume from ``last.pt`` or start afresh, after clearing stale temporaries."""
+    def start(self, checkpoint: Mapping[str, Any] | None = None) -> None:
+        """Resume from ``last.pt`` (``checkpoint``: its payload, when the caller has read it
+        already) or start afresh, after clearing stale temporaries."""
         out, config = self.out, self.config
         if self.writes:
             remove_stale_temporaries(out)
+        if checkpoint is not None and not config.resume:
+            raise ConfigError("a checkpoint to continue from was given without resume")
         if config.resume:
             path = out / LAST
-            checkpoint = load_checkpoint(path, map_location=self.device)
+            if checkpoint is None:
+                checkpoint = load_checkpoint(path, map_location=self.device)
             if checkpoint["optimizer"] is None or not checkpoint["rng"]:
                 raise CheckpointError(
                     f"checkpoint {path} holds weights only (no optimizer or generator states), "
@@ -657,9 +479,9 @@ class _Run:
             _check_resumable(checkpoint, self.module, config, path)
             self.module.load_state_dict(checkpoint["model"]["state_dict"])
             self.optimizer.load_state_dict(checkpoint["optimizer"])
-            self.state = _State(**checkpoint["progress"])
-            if self.state.stopped_early:  # take the skipped drop if the min_lr given now allows
-                _drop_lr(self.state, self.optimizer, config)
+            self.state = _State.from_progress(checkpoint["progress"])
+            self.plateau.load_state_dict(Plateau.state_from_progress(checkpoint["progress"]))
+            self.plateau.retry_skipped_drop()  # the min_lr given now may allow it
             self.pending_rng = distributed.rank_rng(checkpoint["rng"], self.group, path)
             if self.writes:
                 _truncate_lines(out / METRICS, self.state.metrics_lines)
@@ -691,7 +513,8 @@ class _Run:
                 self.last_saved = time.perf_counter()
                 return
         save_checkpoint(self.out / LAST, module=self.module, optimizer=self.optimizer,
-                        progress=dataclasses.asdict(self.state),
+                        progress={**dataclasses.asdict(self.state),
+                                  "plateau": self.plateau.state_dict()},
                         train_config=self.config.to_dict(), rng=rng)
         self.last_saved = time.perf_counter()
 
@@ -746,73 +569,85 @@ class _Run:
     # -- one epoch -----------------------------------------------------------------------
 
     def train_epoch(self, batches: list[Any], bar: Progress | PlainProgress) -> None:
-        """The epoch's remaining batches, from ``state.batch``; stops (with a save) at the
-        first optimizer step after a signal."""
-        module, config, state, optimizer = self.module, self.config, self.state, self.optimizer
-        epoch, n = state.epoch, len(batches)
+        """The epoch's remaining batches, from ``state.batch``: per batch its gradients, an
+        optimizer step at the end of each accumulation cycle, the running metrics, then any
+        stop or checkpoint the step asks for (a stop is saved at the first step after it)."""
+        module, config, state = self.module, self.config, self.state
+        epoch, n, accumulate = state.epoch, len(batches), config.grad_accum
         i0, ramp = config.kl_initial_zero, config.kl_rampup
         task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=n, completed=state.batch,
                             started_at=state.batch, after=(config.epochs - epoch - 1) * n,
                             step=state.step, loss=math.nan, kl="-",
                             beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
         module.train()
-        sums = state.sums
-        cycle_units = None
+        units_of_cycle = None
         for j in range(state.batch, n):
             tick = time.perf_counter()
             whole = batches[j].to(self.device)
-            batch = distributed.shard(whole, self.group)  # this rank's sequences
             beta, _ = kl_schedule(epoch, j / n, i0, ramp)
-            if j % config.grad_accum == 0:
-                optimizer.zero_grad(set_to_none=True)
-            if j % config.grad_accum == 0 or cycle_units is None:
-                # Divide by the whole accumulation cycle's units, so every unit weighs the
-                # same however the cycle's batches differ in length.
-                start = j - j % config.grad_accum
-                cycle_units = sum(float(module.normalizer(b).sum())
-                                  for b in batches[start:start + config.grad_accum])
-            units = module.normalizer(whole).sum()
-            at_step_end = (j + 1) % config.grad_accum == 0
-            try:
-                if self.parallel is None:
-                    loss, kl = _step_loss(self.objective, batch, beta)
-                    (loss / cycle_units).backward()
-                    loss = loss.item()
-                else:  # the whole batch's loss and KL; every rank's stop and clock agreed
-                    loss, kl, stop_any, due_any = self.parallel.step(
-                        batch, beta, cycle_units, sync=at_step_end,
-                        stop=self.stop.signum is not None, due=self.main and self.clock_due(),
-                    )
-                    self.stop_agreed = stop_any
-                if not self.checked_store:
-                    _check_param_store(module)
-                    self.checked_store = True
-                if at_step_end:
-                    _clip(module, config)
-            except _Diverged as err:
-                raise self.diverged(str(err), n) from None
+            if j % accumulate == 0 or units_of_cycle is None:  # or resumed mid-cycle
+                self.optimizer.zero_grad(set_to_none=True)
+                units_of_cycle = cycle_units(module, batches, j, accumulate)
+            at_step_end = (j + 1) % accumulate == 0
+            loss, kl, due_any = self._backward(whole, beta, units_of_cycle, at_step_end, n)
             state.batch = j + 1
             if at_step_end:
-                optimizer.step()
+                self.optimizer.step()
                 state.step += 1
-            sums["loss"] += loss
-            sums["kl"] += math.nan if kl is None else kl
-            sums["units"] += units.item()
-            sums["frames"] += whole.lengths.sum().item()
-            sums["train_s"] += time.perf_counter() - tick
-            bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
-                       kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
-                       fps=sums["frames"] / max(sums["train_s"], 1e-9), step=state.step)
-            if at_step_end and self.scalars is not None:
-                self.scalars.step(state.step, {
-                    "loss": loss / units.item(), "beta": beta,
-                    "kl": None if kl is None else kl / units.item(),
-                    "lr": optimizer.param_groups[0]["lr"]})
+            self._count(task, bar, whole, loss, kl, beta, tick, at_step_end)
             if at_step_end and self.stop_pending() and state.batch < n:
                 raise self.interrupted(n)
-            if at_step_end and self.checkpoint_due(n, None if self.group is None else due_any):
+            if at_step_end and self.checkpoint_due(n, due_any):
                 self.save_last()
         bar.remove_task(task)
+
+    def _backward(self, whole: Any, beta: float, units_of_cycle: float, at_step_end: bool,
+                  n: int) -> tuple[float, float | None, bool | None]:
+        """Accumulate one batch's gradients (of this rank's share, under torchrun), clipped
+        at the cycle's end. Returns the whole batch's summed loss, its KL (``None`` under
+        JIT) and, under torchrun, rank 0's checkpoint-clock verdict agreed by every rank
+        (``None``: read the clock here)."""
+        module = self.module
+        try:
+            if self.parallel is None:
+                loss, kl = checked_loss(self.objective, whole, beta)
+                (loss / units_of_cycle).backward()
+                due_any = None
+                loss = loss.item()
+            else:  # the whole batch's loss and KL; every rank's stop and clock agreed
+                loss, kl, self.stop_agreed, due_any = self.parallel.step(
+                    distributed.shard(whole, self.group), beta, units_of_cycle,
+                    sync=at_step_end, stop=self.stop.signum is not None,
+                    due=self.main and self.clock_due(),
+                )
+            if not self.checked_store:
+                _check_param_store(module)
+                self.checked_store = True
+            if at_step_end:
+                clip_gradients(module, self.config.grad_clip)
+        except Diverged as err:
+            raise self.diverged(str(err), n) from None
+        return loss, kl, due_any
+
+    def _count(self, task: Any, bar: Progress | PlainProgress, whole: Any, loss: float,
+               kl: float | None, beta: float, tick: float, at_step_end: bool) -> None:
+        """Add one batch to the epoch's running sums and show them: the progress bar, and
+        after an optimizer step the step's scalars."""
+        state, sums = self.state, self.state.sums
+        units = self.module.normalizer(whole).sum().item()
+        sums["loss"] += loss
+        sums["kl"] += math.nan if kl is None else kl
+        sums["units"] += units
+        sums["frames"] += whole.lengths.sum().item()
+        sums["train_s"] += time.perf_counter() - tick
+        bar.update(task, advance=1, loss=sums["loss"] / sums["units"], beta=beta,
+                   kl="-" if kl is None else f"{sums['kl'] / sums['units']:.4f}",
+                   fps=sums["frames"] / max(sums["train_s"], 1e-9), step=state.step)
+        if at_step_end and self.scalars is not None:
+            self.scalars.step(state.step, {
+                "loss": loss / units, "beta": beta,
+                "kl": None if kl is None else kl / units,
+                "lr": self.optimizer.param_groups[0]["lr"]})
 
     def end_epoch(self, valid: list[Any], n: int,
                   bar: Progress | PlainProgress) -> dict[str, Any]:
@@ -841,8 +676,10 @@ class _Run:
                                         track=lambda b, what: tracked(bar, b, len(valid), what)))
             except StopRequested:
                 raise self.interrupted(n, rng) from None
-            improved = _schedule(state, optimizer, config, epoch, record["valid_loss_beta1"], done)
-        record["stopped_early"] = state.stopped_early
+            # Annealing epochs are no candidates for best.pt and no baseline for the plateau
+            # rule: the β = 1 loss rises while β ramps up.
+            improved = done and self.plateau.step(record["valid_loss_beta1"], epoch)
+        record["stopped_early"] = self.plateau.stopped
         record["frames_per_s"] = sums["frames"] / max(sums["train_s"], 1e-9)
         record["wall_s"] = self.wall0 + time.perf_counter() - self.started
         state.epoch, state.batch = epoch + 1, 0
@@ -859,7 +696,7 @@ class _Run:
             self.scalars.epoch(record)
         if not config.quiet and self.main:
             bar.console.print(_describe(record), soft_wrap=True)  # one line per epoch, for grep
-            if state.stopped_early:
+            if self.plateau.stopped:
                 bar.console.print(
                     f"stopping: no better validation loss for {config.patience} epoch(s) "
                     f"and lr {lr:.3g} / {config.lr_decay:g} is below min_lr {config.min_lr:g}"
@@ -874,6 +711,7 @@ def train(
     config: TrainConfig,
     *,
     record: dict[str, Any] | None = None,
+    checkpoint: Mapping[str, Any] | None = None,
 ) -> TrainSummary:
     """Train ``module`` (a :class:`~pyro_lnf.models.base.LatentVariableModel`) in place.
 
@@ -884,6 +722,10 @@ def train(
     :param config: the options; ``config.out`` receives checkpoints and metrics.
     :param record: what ``out/run.json`` says beyond what ``train`` knows (``model``,
         ``dataset``, ``overrides``, ``command``; see :mod:`pyro_lnf.records`).
+    :param checkpoint: with ``resume``, the payload of ``out/last.pt`` when the caller has
+        read it already (:func:`~pyro_lnf.checkpoint.load_checkpoint`, e.g. to rebuild the
+        model), so a large file is not read twice; ``None``: ``train`` reads it. Only the start
+        uses it: a caller that drops its own reference lets its tensors go.
     :returns: the run's :class:`TrainSummary`.
     :raises ConfigError: invalid options, or options that differ from the resumed run's.
     :raises CheckpointError: ``resume`` without a readable, matching ``last.pt``, or a
@@ -903,7 +745,7 @@ def train(
         pyro.clear_param_store()  # a stale store would shadow this module's tensors (notes §1.5)
         module.to(config.device)
         run = _Run(module, config, stop)
-        run.start()
+        run.start(checkpoint)
         valid = _batches(valid_batches, 0) if valid_batches is not None else []
         valid = valid[:config.limit_batches]  # [:None]: all
         state = run.state
@@ -916,7 +758,7 @@ def train(
                            log_minutes=config.log_minutes) as bar, _closing(run.scalars):
             if written is not None and not config.quiet:
                 bar.console.print(describe(written), highlight=False, soft_wrap=True)
-            while state.epoch < config.epochs and not state.stopped_early:
+            while state.epoch < config.epochs and not run.plateau.stopped:
                 run.restore_rng(after_batches=False)
                 batches = _batches(train_batches, state.epoch)[:config.limit_batches]
                 run.restore_rng(after_batches=True)
@@ -928,9 +770,9 @@ def train(
         epochs=state.epoch,
         steps=state.step,
         lr=run.optimizer.param_groups[0]["lr"],
-        stopped_early=state.stopped_early,
-        best_valid_loss=state.best_valid,
-        best_epoch=state.best_epoch,
+        stopped_early=run.plateau.stopped,
+        best_valid_loss=run.plateau.best_valid,
+        best_epoch=run.plateau.best_epoch,
         last_metrics=record,
         wall_s=run.wall0 + time.perf_counter() - run.started,
         out=str(run.out) if run.out is not None else None,

@@ -22,7 +22,8 @@ from test_train import Toy, quiet, sequences, shuffled  # noqa: E402
 
 from pyro_lnf import distributed  # noqa: E402
 from pyro_lnf.errors import LnfError, TrainingInterrupted  # noqa: E402
-from pyro_lnf.train import TrainConfig, _Diverged, _Objective, _step_loss, train  # noqa: E402
+from pyro_lnf.objective import Diverged, Objective, checked_loss  # noqa: E402
+from pyro_lnf.train import train  # noqa: E402
 
 SEQS = sequences(10, seed=3)  # batch size 3: the last batch has 1 sequence, rank 1 none
 CONFIG = dict(epochs=2, batch_size=3, grad_accum=2, grad_clip=0.5, particles=2, seed=5, lr=0.05)
@@ -55,8 +56,7 @@ def scenario_grad(rank: int, work: Path, result: dict) -> None:
     module = toy(dropout=0.0).double()
     pyro.clear_param_store()
     pyro.set_rng_seed(distributed.rank_seed(11, group))
-    config = TrainConfig(particles=2)
-    objective = _Objective(module, config)
+    objective = Objective(module, particles=2, jit=False)
     traces = []
     guide = module.guide
 
@@ -68,8 +68,8 @@ def scenario_grad(rank: int, work: Path, result: dict) -> None:
 
     module.guide = recorded
     parallel = distributed.DataParallel(
-        module, lambda b, beta: _step_loss(objective, b, beta), group, torch.device("cpu"),
-        _Diverged,
+        module, lambda b, beta: checked_loss(objective, b, beta), group, torch.device("cpu"),
+        Diverged,
     )
     from test_train import batches
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 from dataclasses import dataclass, replace
 
 import pyro
@@ -18,12 +19,12 @@ from pyro_lnf.checkpoint import load_checkpoint, load_model
 from pyro_lnf.errors import CheckpointError, ConfigError
 from pyro_lnf.evaluate import importance_sample
 from pyro_lnf.models.registry import register_model
+from pyro_lnf.objective import Objective
 from pyro_lnf.train import (
     BEST,
     LAST,
     METRICS,
     TrainConfig,
-    _Objective,
     epoch_seed,
     kl_schedule,
     sequence_batches,
@@ -203,7 +204,7 @@ def test_reported_kl_is_that_of_the_loss_samples():
     module = Toy(dropout=0.0)
     batch = batches(sequences(6, seed=3), 6)[0]
     pyro.set_rng_seed(4)
-    loss, kl = _Objective(module, quiet(particles=3))(batch, 0.3)
+    loss, kl = Objective(module, particles=3, jit=False)(batch, 0.3)
     pyro.set_rng_seed(4)
     est = importance_sample(module.model, module.guide, batch, 1.0, num_samples=3)
     assert kl == pytest.approx(est.kl.sum().item(), rel=1e-5)
@@ -322,7 +323,7 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
     assert [r["lr"] for r in rows] == pytest.approx([0.04] * 9 + [0.01])
     assert summary.lr == pytest.approx(0.01)
     assert summary.best_epoch == 6 and summary.best_valid_loss == 3.9
-    assert load_checkpoint(tmp_path / BEST)["progress"]["best_epoch"] == 6
+    assert load_checkpoint(tmp_path / BEST)["progress"]["plateau"]["best_epoch"] == 6
     # Validation is at β(i): rec + β(i) KL; β(1) = 1e-5, β(3) = 1.
     assert rows[1]["valid_loss"] == pytest.approx(4.5 + 1e-5)
     assert rows[0]["valid_loss_beta1"] == 3.0 and rows[0]["anneal_done"] is False
@@ -360,6 +361,34 @@ def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, mon
     assert [r["lr"] for r in rows] == pytest.approx([0.04, 0.04, 0.01, 0.0025, 0.0025])
     with pytest.raises(ConfigError, match="min_lr"):
         quiet(min_lr=0.0).validate()
+
+
+def test_a_checkpoint_from_before_the_plateau_entry_resumes_with_its_plateau_state(
+        tmp_path, monkeypatch):
+    # Checkpoints written before progress["plateau"] hold best_valid, best_epoch, bad_epochs
+    # and stopped_early at the top of progress (a real run's last.pt among them).
+    script = iter([5.0, 5.5, 5.6, 4.0, 3.9])
+
+    def scripted(module, batches, num_samples, **kwargs):
+        loss = next(script)
+        return {"reconstruction_nats_per_unit": loss, "kl_nats_per_unit": 0.0,
+                "elbo_loss_nats_per_unit": loss}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    data = batches(sequences(4), 4)
+    config = quiet(epochs=10, lr=0.04, patience=1, min_lr=0.005, out=str(tmp_path))
+    train(Toy(), data, data, config)
+    checkpoint = torch.load(tmp_path / LAST, weights_only=True)
+    progress = checkpoint["progress"]
+    assert progress["plateau"] == {"best_valid": 5.0, "best_epoch": 0, "bad_epochs": 1,
+                                   "stopped_early": True}
+    checkpoint["progress"] = {**progress.pop("plateau"), **progress}
+    torch.save(checkpoint, tmp_path / LAST)
+    # The skipped drop is taken, and epoch 0 stays the best until epoch 3 beats it.
+    on = train(Toy(), data, data, replace(config, resume=True, min_lr=1e-3, epochs=5))
+    assert [r["lr"] for r in read_metrics(tmp_path)] == pytest.approx(
+        [0.04, 0.04, 0.01, 0.0025, 0.0025])
+    assert (on.best_epoch, on.best_valid_loss, on.stopped_early) == (4, 3.9, False)
 
 
 @pytest.mark.parametrize("crash_at", [(2, 3), (3, 0)], ids=["mid-epoch", "epoch-start"])
@@ -401,6 +430,29 @@ def test_interrupted_and_resumed_run_ends_with_the_same_parameters(tmp_path, cra
         return [{k: v for k, v in r.items() if k not in ("wall_s", "frames_per_s")} for r in rows]
 
     assert comparable(read_metrics(tmp_path / "b")) == comparable(read_metrics(tmp_path / "a"))
+
+
+def test_resume_from_a_payload_already_read_reads_no_file_and_continues_the_same(
+        tmp_path, monkeypatch):
+    data, valid = batches(sequences(8), 4), batches(sequences(4, seed=2), 4)
+    config = quiet(epochs=1, lr=0.02, out=str(tmp_path / "a"))
+    train(Toy(), data, valid, config)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    reread = Toy()
+    train(reread, data, valid, replace(config, epochs=2, resume=True))
+    payload = load_checkpoint(tmp_path / "b" / LAST)
+
+    def no_second_read(*args, **kwargs):
+        raise AssertionError("train read last.pt although it was given")
+
+    monkeypatch.setattr("pyro_lnf.train.load_checkpoint", no_second_read)
+    given = Toy()
+    train(given, data, valid, replace(config, epochs=2, resume=True, out=str(tmp_path / "b")),
+          checkpoint=payload)
+    for (name, p), q in zip(reread.named_parameters(), given.parameters(), strict=True):
+        assert torch.equal(p, q), name
+    with pytest.raises(ConfigError, match="without resume"):
+        train(Toy(), data, valid, replace(config, out=str(tmp_path / "c")), checkpoint=payload)
 
 
 def test_resume_refuses_missing_or_different_runs(tmp_path):
@@ -465,8 +517,8 @@ def test_jit_objective_compiles_per_shape_and_matches_the_eager_estimator():
     data = batches(sequences(12, seed=5), 4)
     shapes = {tuple(b.x.shape) for b in data}
     assert len(shapes) > 1
-    eager = _Objective(module, quiet(particles=2))
-    jit = _Objective(module, quiet(particles=2, jit=True))
+    eager = Objective(module, particles=2, jit=False)
+    jit = Objective(module, particles=2, jit=True)
     for b in data + data:
         jit(b, 0.5)
     assert len(jit.elbo._loss_and_surrogate_loss.compiled) == len(shapes)

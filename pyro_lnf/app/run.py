@@ -97,8 +97,9 @@ def run_training(
     that started it, when given.
     """
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    checkpoint = None  # on --resume, last.pt as read once, to rebuild the model and continue
     if given.get("resume"):
-        module, model_config, config = _resumed(model, dataset_name, given)
+        module, model_config, config, checkpoint = _resumed(model, dataset_name, given)
         dataset = load_dataset(module.config["dataset"], data_dir=data_dir, download=download)
     else:
         model_config, config = with_overrides(model, preset(model, dataset_name), given)
@@ -112,6 +113,7 @@ def run_training(
         config,
         record=dict(model=model, dataset=dataset.name, model_options=model_options(model_config),
                     overrides=given, command=command),
+        checkpoint=checkpoint,
     )
 
 
@@ -122,9 +124,10 @@ def model_choice(checkpoint: dict[str, Any]) -> str:
 
 
 def _resumed(model: str, dataset_name: str, given: dict[str, Any]
-             ) -> tuple[torch.nn.Module, ModelConfig, TrainConfig]:
+             ) -> tuple[torch.nn.Module, ModelConfig, TrainConfig, dict[str, Any]]:
     """The model and configs of the run in ``given["out"]``, with the options ``given`` that
-    may change applied; a model option or trajectory option given must equal the run's."""
+    may change applied, and its ``last.pt`` as read (for :func:`train` to continue from); a
+    model option or trajectory option given must equal the run's."""
     if given.get("out") is None:
         raise ConfigError("--resume needs --out, the run directory that holds last.pt")
     path = Path(given["out"]) / LAST
@@ -154,7 +157,7 @@ def _resumed(model: str, dataset_name: str, given: dict[str, Any]
             "(leave these out, or train into another --out)"
         )
     module = model_from_checkpoint(checkpoint, path, param_store=False)
-    return module, run_configs[0], config
+    return module, run_configs[0], config, checkpoint
 
 
 @torch.no_grad()

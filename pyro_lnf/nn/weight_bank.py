@@ -33,7 +33,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["WeightBank"]
+__all__ = ["WeightBank", "current_graph_task"]
+
+
+def current_graph_task() -> int:
+    """The id of the backward pass (autograd graph task) running now; -1 outside one.
+
+    Torch's only way to tell two backward passes apart, a private API
+    (``torch._C._current_graph_task_id``): this is its one use, and
+    ``tests/test_private_api.py`` checks the behaviour relied on.
+    """
+    return torch._C._current_graph_task_id()
 
 
 class WeightBank:
@@ -58,7 +68,7 @@ class WeightBank:
 
     def _take_gradient(self) -> Tensor | None:
         """Sum of ``grad.T @ x`` over this backward pass's pairs; forgets every pair."""
-        task = torch._C._current_graph_task_id()
+        task = current_graph_task()
         mine = [(x, g) for tag, x, g in self.pairs if tag == task]
         self.pairs = []
         if not mine:
@@ -90,6 +100,6 @@ class _BankedProduct(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:
         x, weight = ctx.saved_tensors
-        task = torch._C._current_graph_task_id()
+        task = current_graph_task()
         ctx.bank.pairs.append((task, x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])))
         return (grad @ weight if ctx.needs_input_grad[0] else None), None, None
