@@ -1,12 +1,11 @@
-"""lnf train / evaluate as a user runs them: a tiny model on real JSB data, resumed, evaluated,
-and bad input answered in one line."""
+"""lnf train / evaluate as a user runs them, in this process through the console script's
+``main``: a tiny model on real JSB data, resumed, evaluated, and bad input answered in one
+line."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from helpers import assert_one_line_error, run_lnf
 
 from pyro_lnf.nn.precision import bf16_lstm_supported
 
@@ -31,84 +30,39 @@ TINY = [
 ]
 
 
-def lnf(args, data_dir, cwd):
-    env = dict(os.environ, LNF_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+@pytest.fixture
+def lnf(data_dir, monkeypatch, capsys):
+    """``lnf ARGS`` in this process on the shared data: (status, stdout, stderr)."""
+    monkeypatch.setenv("LNF_DATA_DIR", str(data_dir))
+    return lambda *args: run_lnf(monkeypatch, capsys, *args)
 
 
-@pytest.fixture(scope="module")
-def repo():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def test_train_resume_evaluate(tmp_path, data_dir, repo):
+def test_train_resume_evaluate(tmp_path, lnf):
     out = tmp_path / "run"
-    first = lnf(
-        ["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out), *TINY],
-        data_dir,
-        repo,
-    )
-    assert first.returncode == 0, first.stderr
+    code, _, err = lnf("train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", out,
+                       *TINY)
+    assert code == 0, err
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     # Resuming needs no model or training options: they come from last.pt.
-    more = lnf(
-        [
-            "train",
-            "--model",
-            "afscf",
-            "--dataset",
-            "jsb_chorales",
-            "--out",
-            str(out),
-            "--resume",
-            "--epochs",
-            "2",
-            "--quiet",
-        ],
-        data_dir,
-        repo,
-    )
-    assert more.returncode == 0, more.stderr
+    code, _, err = lnf("train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", out,
+                       "--resume", "--epochs", "2", "--quiet")
+    assert code == 0, err
     epochs = [
         json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [0, 1]
-    result = lnf(
-        [
-            "evaluate",
-            str(out / "last.pt"),
-            "--split",
-            "valid",
-            "--samples",
-            "2",
-            "--batch-size",
-            "76",
-            "--json",
-        ],
-        data_dir,
-        repo,
-    )
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads(result.stdout)
+    code, stdout, err = lnf("evaluate", out / "last.pt", "--split", "valid", "--samples", "2",
+                            "--batch-size", "76", "--json")
+    assert code == 0, err
+    metrics = json.loads(stdout)
     assert metrics["sequences"] == 76 and metrics["units"] == 4602 + 76
     assert metrics["nll_nats_per_unit"] <= metrics["elbo_loss_nats_per_unit"] + 1e-6
-    if not bf16_lstm_supported():  # tested by tests/test_precision.py on such a CPU
+    if not bf16_lstm_supported():  # tested by tests/nn/test_precision.py on such a CPU
         return
-    reduced = lnf(
-        ["evaluate", str(out / "last.pt"), "--split", "valid", "--samples", "2",
-         "--batch-size", "76", "--precision", "bf16", "--json"],
-        data_dir,
-        repo,
-    )
-    assert reduced.returncode == 0, reduced.stderr
-    reduced_metrics = json.loads(reduced.stdout)
+    code, stdout, err = lnf("evaluate", out / "last.pt", "--split", "valid", "--samples", "2",
+                            "--batch-size", "76", "--precision", "bf16", "--json")
+    assert code == 0, err
+    reduced_metrics = json.loads(stdout)
     assert (metrics["precision"], reduced_metrics["precision"]) == ("fp32", "bf16")
     shift = abs(reduced_metrics["nll_nats_per_unit"] - metrics["nll_nats_per_unit"])
     assert shift < 1e-3 * metrics["nll_nats_per_unit"]  # ~58 nats per unit after one epoch
@@ -117,36 +71,16 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
 @pytest.mark.parametrize(
     "args",
     [
-        [
-            "train",
-            "--model",
-            "lstm",
-            "--dataset",
-            "jsb_chorales",
-            "--dropout",
-            "1.5",
-            "--out",
-            "x",
-        ],
-        [
-            "train",
-            "--model",
-            "afaf",
-            "--dataset",
-            "jsb_chorales",
-            "--hidden-size",
-            "0",
-            "--out",
-            "x",
-        ],
+        ["train", "--model", "lstm", "--dataset", "jsb_chorales", "--dropout", "1.5", "--out", "x"],
+        ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--hidden-size", "0", "--out",
+         "x"],
         ["train", "--model", "nvdm", "--dataset", "jsb_chorales", "--out", "x"],
         ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--out", "x", "--resume"],
         ["evaluate", "missing.pt"],
         ["evaluate", "missing.pt", "--device", "nonsense"],
     ],
 )
-def test_bad_input_is_one_line(args, tmp_path, data_dir, repo):
-    result = lnf([a if a != "x" else str(tmp_path / "run") for a in args], data_dir, repo)
-    assert result.returncode == (2 if "--hidden-size" in args else 1)  # 2: click's range
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+def test_bad_input_is_one_line(args, tmp_path, lnf):
+    code, _, err = lnf(*[a if a != "x" else tmp_path / "run" for a in args])
+    assert_one_line_error(code, err)
+    assert code == (2 if "--hidden-size" in args else 1)  # 2: click's range

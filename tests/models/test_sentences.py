@@ -14,7 +14,7 @@ from pyro_lnf.datasets.batching import collate
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.vae import SentenceVAE
 from pyro_lnf.sentences import interpolate_sentences, sample_sentences, sentence_texts
-from test_sample import assert_one_line_error, run_lnf
+from helpers import assert_one_line_error, run_lnf
 
 PAD, SOS, EOS = 0, 1, 2
 VOCAB = 9
