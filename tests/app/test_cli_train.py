@@ -3,6 +3,7 @@
 line."""
 
 import json
+from collections import namedtuple
 
 import pytest
 from helpers import assert_one_line_error, run_lnf
@@ -30,39 +31,70 @@ TINY = [
 ]
 
 
+Done = namedtuple("Done", "returncode stdout stderr")
+
+
 @pytest.fixture
 def lnf(data_dir, monkeypatch, capsys):
-    """``lnf ARGS`` in this process on the shared data: (status, stdout, stderr)."""
+    """``lnf(ARGS)``: lnf run in this process on the shared data, as ``subprocess.run`` reports
+    a run."""
     monkeypatch.setenv("LNF_DATA_DIR", str(data_dir))
-    return lambda *args: run_lnf(monkeypatch, capsys, *args)
+    return lambda args: Done(*run_lnf(monkeypatch, capsys, *args))
 
 
 def test_train_resume_evaluate(tmp_path, lnf):
     out = tmp_path / "run"
-    code, _, err = lnf("train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", out,
-                       *TINY)
-    assert code == 0, err
+    first = lnf(
+        ["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out), *TINY],
+    )
+    assert first.returncode == 0, first.stderr
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     # Resuming needs no model or training options: they come from last.pt.
-    code, _, err = lnf("train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", out,
-                       "--resume", "--epochs", "2", "--quiet")
-    assert code == 0, err
+    more = lnf(
+        [
+            "train",
+            "--model",
+            "afscf",
+            "--dataset",
+            "jsb_chorales",
+            "--out",
+            str(out),
+            "--resume",
+            "--epochs",
+            "2",
+            "--quiet",
+        ],
+    )
+    assert more.returncode == 0, more.stderr
     epochs = [
         json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [0, 1]
-    code, stdout, err = lnf("evaluate", out / "last.pt", "--split", "valid", "--samples", "2",
-                            "--batch-size", "76", "--json")
-    assert code == 0, err
-    metrics = json.loads(stdout)
+    result = lnf(
+        [
+            "evaluate",
+            str(out / "last.pt"),
+            "--split",
+            "valid",
+            "--samples",
+            "2",
+            "--batch-size",
+            "76",
+            "--json",
+        ],
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
     assert metrics["sequences"] == 76 and metrics["units"] == 4602 + 76
     assert metrics["nll_nats_per_unit"] <= metrics["elbo_loss_nats_per_unit"] + 1e-6
     if not bf16_lstm_supported():  # tested by tests/nn/test_precision.py on such a CPU
         return
-    code, stdout, err = lnf("evaluate", out / "last.pt", "--split", "valid", "--samples", "2",
-                            "--batch-size", "76", "--precision", "bf16", "--json")
-    assert code == 0, err
-    reduced_metrics = json.loads(stdout)
+    reduced = lnf(
+        ["evaluate", str(out / "last.pt"), "--split", "valid", "--samples", "2",
+         "--batch-size", "76", "--precision", "bf16", "--json"],
+    )
+    assert reduced.returncode == 0, reduced.stderr
+    reduced_metrics = json.loads(reduced.stdout)
     assert (metrics["precision"], reduced_metrics["precision"]) == ("fp32", "bf16")
     shift = abs(reduced_metrics["nll_nats_per_unit"] - metrics["nll_nats_per_unit"])
     assert shift < 1e-3 * metrics["nll_nats_per_unit"]  # ~58 nats per unit after one epoch
@@ -71,9 +103,28 @@ def test_train_resume_evaluate(tmp_path, lnf):
 @pytest.mark.parametrize(
     "args",
     [
-        ["train", "--model", "lstm", "--dataset", "jsb_chorales", "--dropout", "1.5", "--out", "x"],
-        ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--hidden-size", "0", "--out",
-         "x"],
+        [
+            "train",
+            "--model",
+            "lstm",
+            "--dataset",
+            "jsb_chorales",
+            "--dropout",
+            "1.5",
+            "--out",
+            "x",
+        ],
+        [
+            "train",
+            "--model",
+            "afaf",
+            "--dataset",
+            "jsb_chorales",
+            "--hidden-size",
+            "0",
+            "--out",
+            "x",
+        ],
         ["train", "--model", "nvdm", "--dataset", "jsb_chorales", "--out", "x"],
         ["train", "--model", "afaf", "--dataset", "jsb_chorales", "--out", "x", "--resume"],
         ["evaluate", "missing.pt"],
@@ -81,6 +132,6 @@ def test_train_resume_evaluate(tmp_path, lnf):
     ],
 )
 def test_bad_input_is_one_line(args, tmp_path, lnf):
-    code, _, err = lnf(*[a if a != "x" else tmp_path / "run" for a in args])
-    assert_one_line_error(code, err)
-    assert code == (2 if "--hidden-size" in args else 1)  # 2: click's range
+    result = lnf([a if a != "x" else str(tmp_path / "run") for a in args])
+    assert result.returncode == (2 if "--hidden-size" in args else 1)  # 2: click's range
+    assert_one_line_error(result.returncode, result.stderr)
