@@ -97,7 +97,7 @@ BatchSource = Callable[[int], Iterable[Any]] | Iterable[Any]
 # new --lr would otherwise be silently ignored.
 TRAJECTORY_OPTIONS = (
     "seed", "batch_size", "lr", "particles", "grad_accum", "grad_clip", "kl_initial_zero",
-    "kl_rampup", "optimizer", "max_frames", "limit_batches",
+    "kl_rampup", "optimizer", "max_frames", "limit_batches", "patience", "lr_decay",
 )
 
 

@@ -1,11 +1,11 @@
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyro
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
+from helpers import REPO, Mirror
 
 
 @pytest.fixture(scope="session")
@@ -27,6 +27,17 @@ def _fresh_pyro_state():
     pyro.set_rng_seed(0)
     yield
     pyro.clear_param_store()
+
+
+@pytest.fixture
+def mirror() -> Iterator[Mirror]:
+    """A loopback HTTP server serving in-memory files (``mirror.serve(name, body)``)."""
+    m = Mirror()
+    m.thread.start()
+    yield m
+    m.httpd.shutdown()
+    m.httpd.server_close()
+    m.thread.join()
 
 
 def pytest_configure(config):

@@ -26,7 +26,7 @@ resultant length ``A_d(κ) = I_{d/2}(κ)/I_{d/2−1}(κ)``.
 
 Both are differentiable in ``x`` through the exact identities of DLMF 10.29.2, run on the device
 and dtype of ``x``, and match a high-precision reference to ~1e-13 relative in float64 over
-``v ∈ [0, 200]``, ``x ∈ [1e-3, 2000]`` (see ``tests/test_vmf.py``).
+``v ∈ [0, 200]``, ``x ∈ [1e-3, 2000]`` (see ``tests/distributions/test_vmf.py``).
 
 References: NIST DLMF §10.29, §10.41; F. W. J. Olver, *Asymptotics and Special Functions* (1974),
 ch. 10.

@@ -1,10 +1,16 @@
 """Bad input to `lnf train`, `lnf evaluate`, `lnf sample` and `lnf plot`: each case is one line of the
 table below, and each must end in exactly one line on stderr starting with "error:", a
 non-zero exit status (2: click refused an option, 1: the library refused the input) and no
-traceback. The options are checked before any model is sampled or evaluated."""
+traceback. The options are checked before any model is sampled or evaluated.
+
+The table runs in this process through ``main``, the console script's code path (it turns a
+library error into that line and ``sys.exit``); one case also runs as a real ``lnf`` process."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +19,7 @@ import torch
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.datasets import load_dataset
 from pyro_lnf.models.lnf import LatentFlowModel
-from test_sample import TINY, run_lnf
+from helpers import REPO, TINY, run_lnf
 
 # (arguments, text the error line must hold, exit status). In the arguments, {jsb} is a good
 # JSB Chorales checkpoint, {out} an unused output directory, {dir} an existing directory and
@@ -172,3 +178,18 @@ def test_bad_input_is_one_line(command, needle, status, bad_files, data_dir, mon
     assert needle in lines[0], lines[0]
     assert code == status, (code, lines[0])
     assert not Path(bad_files["out"]).exists()  # nothing written
+
+
+def test_a_real_lnf_process_fails_in_one_line(tmp_path, data_dir):
+    """The table's path as its own process: a library error (not click's) is one line on
+    stderr, exit status 1 and no traceback."""
+    done = subprocess.run(
+        [sys.executable, "-c", "import cli; cli.main()", "train", "--model", "afaf", "--dataset",
+         "jsb_chorales", "--out", str(tmp_path / "never"), "--resume"],
+        cwd=REPO, env={**os.environ, "LNF_DATA_DIR": str(data_dir)}, capture_output=True,
+        text=True, timeout=300,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1, done.stderr
+    assert "never/last.pt does not exist" in done.stderr
+    assert done.returncode == 1 and not (tmp_path / "never").exists()

@@ -15,7 +15,7 @@ from pyro_lnf.errors import ConfigError
 from pyro_lnf.app.sampling import sentence_texts
 from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.sample import interpolate_sentences, sample_sentences
-from test_sample import assert_one_line_error, run_lnf
+from helpers import assert_one_line_error, run_lnf
 
 PAD, SOS, EOS = 0, 1, 2
 VOCAB = 9

@@ -7,17 +7,14 @@ import hashlib
 import io
 import os
 import pickle
-import socket
 import tarfile
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote
 
 import numpy as np
 import pytest
 import torch
+from helpers import Evil as _Evil
+from helpers import Mirror, closed_port_url, files_under
 
 from pyro_lnf.datasets import SPLITS, fetch_bytes, fetch_dataset, load_dataset, mirror_urls
 from pyro_lnf.datasets.download import Source
@@ -27,76 +24,6 @@ from pyro_lnf.errors import ChecksumError, DatasetError, DownloadError
 JSB_PICKLE = Path("polyphonic", "original", "JSB Chorales.pickle")
 # SHA-256 of the shipped polyphonic/jsb_chorales.json.gz (data README)
 JSB_JSON_SHA = "13bc4b1b7ecd5686838d7e6775658abe0a9262d7878d66692f0b9dc7597e0079"
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes[path]``; ``server.truncate`` paths promise more bytes than sent."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        path = unquote(self.path)
-        body = self.server.routes.get(path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        extra = 100 if path in self.server.truncate else 0
-        self.send_header("Content-Length", str(len(body) + extra))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:  # keep pytest output clean
-        pass
-
-
-class Mirror:
-    """A loopback HTTP server on 127.0.0.1 (port chosen by the OS) serving in-memory files."""
-
-    def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.routes = {}
-        self.httpd.truncate = set()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-
-    def serve(self, name: str, body: bytes, *, truncate: bool = False) -> None:
-        self.httpd.routes["/" + name] = body
-        if truncate:
-            self.httpd.truncate.add("/" + name)
-
-
-@pytest.fixture
-def mirror() -> Iterator[Mirror]:
-    m = Mirror()
-    m.thread.start()
-    yield m
-    m.httpd.shutdown()
-    m.httpd.server_close()
-    m.thread.join()
-
-
-def closed_port_url() -> str:
-    """A loopback URL nobody listens on (bind, read the port, close)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/"
-
-
-def files_under(path: Path) -> list[Path]:
-    return [p for p in path.rglob("*") if p.is_file()]
-
-
-class _Evil:
-    """Unpickling this calls ``func(*args)`` (the attack being refused)."""
-
-    def __init__(self, func: object, *args: object) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self) -> tuple:
-        return self.func, self.args
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 import pyro_lnf.checkpoint
-from conftest import REPO
+from helpers import REPO
 from pyro_lnf.checkpoint import load_checkpoint, load_model, save_checkpoint
 from pyro_lnf.errors import CheckpointError, DivergenceError, FolderLockedError, TrainingInterrupted
 from pyro_lnf.io import FolderLock
@@ -355,7 +355,7 @@ def jsb_run(tmp_path_factory, data_dir):
 def test_resume_refuses_another_dataset_model_or_option_naming_it(
     jsb_run, data_dir, monkeypatch, capsys, change, named
 ):
-    from test_sample import run_lnf
+    from helpers import run_lnf
 
     before = (jsb_run / LAST).read_bytes()
     flag, value = change

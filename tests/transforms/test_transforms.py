@@ -7,14 +7,6 @@ import math
 import pyro.distributions as dist
 import pytest
 import torch
-from transform_harness import (
-    FlowCase,
-    assert_input_gradients,
-    assert_log_det_matches_jacobian,
-    assert_param_gradients,
-    randomize_,
-    round_trip_errors,
-)
 
 import pyro_lnf.transforms as T
 from pyro_lnf.errors import ConfigError
@@ -27,7 +19,8 @@ HIDDEN = (10, 10)
 ORDER = [2, 0, 4, 1, 3]  # a non-trivial processing order for the single MADE layers
 
 # ------------------------------------------------------------------------------------------------
-# Every flow: elementwise map x structure x direction, conditional and not.
+# Every flow: elementwise map x structure x direction, conditional and not, through the
+# harness's shared float64 checks (tests/transforms/conftest.py).
 
 SPECS = (
     [("elementwise", tr, "-", cond) for tr in ("nlsq", "affine") for cond in (False, True)]
@@ -45,7 +38,7 @@ def _spec_id(spec: tuple) -> str:
     return f"{'cond-' if cond else ''}{kind}-{tr}-{variant}"
 
 
-def make_case(spec: tuple) -> FlowCase:
+def make_case(spec: tuple, flow_case):
     kind, tr, variant, cond = spec
     context_dim = C if cond else 0
     if kind == "elementwise":
@@ -62,42 +55,42 @@ def make_case(spec: tuple) -> FlowCase:
         kw = dict(num_layers=2, coupling=variant == "coupling", transform=tr, hidden_dims=HIDDEN,
                   direction="iaf" if variant == "iaf" else "af")
         module = T.conditional_hidden_flow(D, C, **kw) if cond else T.hidden_flow(D, **kw)
-    randomize_(module.double())
     if cond:
-        return FlowCase(_spec_id(spec), module, lambda ctx: module.condition(ctx), D, context_dim)
-    return FlowCase(_spec_id(spec), module, lambda ctx: module, D, 0)
+        return flow_case(_spec_id(spec), module, lambda ctx: module.condition(ctx), D, context_dim)
+    return flow_case(_spec_id(spec), module, lambda ctx: module, D, 0)
 
 
 @pytest.fixture(params=SPECS, ids=_spec_id)
-def case(request) -> FlowCase:
-    return make_case(request.param)
+def case(request, flow_case):
+    return make_case(request.param, flow_case)
 
 
-def test_round_trip(case: FlowCase):
+def test_round_trip(case, flow_checks):
     x = 2.0 * torch.randn(6, D, dtype=F64)
     t = case.build(case.context(6))
-    forward_back, back_forward = round_trip_errors(t, x)
+    forward_back, back_forward = flow_checks.round_trip_errors(t, x)
     assert forward_back < 1e-10 and back_forward < 1e-10, (forward_back, back_forward)
 
 
-def test_log_det_matches_autograd_jacobian(case: FlowCase):
+def test_log_det_matches_autograd_jacobian(case, flow_checks):
     for _ in range(2):
         t = case.build(case.context())
-        assert_log_det_matches_jacobian(t, torch.randn(D, dtype=F64))
+        flow_checks.assert_log_det_matches_jacobian(t, torch.randn(D, dtype=F64))
 
 
-def test_gradients_match_finite_differences_inputs(case: FlowCase):
+def test_gradients_match_finite_differences_inputs(case, flow_checks):
     # Stacks are compositions of the single layers checked in full: random projections suffice.
     # Rows of a batch are independent (checked elsewhere): one point carries the full Jacobian.
     fast = "stack" in case.name
-    assert_input_gradients(case, torch.randn(1, D, dtype=F64), case.context(1), fast_mode=fast)
+    flow_checks.assert_input_gradients(case, torch.randn(1, D, dtype=F64), case.context(1),
+                                       fast_mode=fast)
 
 
-def test_gradients_match_finite_differences_params(case: FlowCase):
-    assert_param_gradients(case, torch.randn(2, D, dtype=F64), case.context(2))
+def test_gradients_match_finite_differences_params(case, flow_checks):
+    flow_checks.assert_param_gradients(case, torch.randn(2, D, dtype=F64), case.context(2))
 
 
-def test_log_det_stash_is_identity_checked(case: FlowCase):
+def test_log_det_stash_is_identity_checked(case):
     t = case.build(case.context(4))
     x = torch.randn(4, D, dtype=F64)
     y = t._call(x)
@@ -116,7 +109,7 @@ def test_log_det_stash_is_identity_checked(case: FlowCase):
     torch.testing.assert_close(t.log_abs_det_jacobian(eps, y), stashed, atol=1e-12, rtol=0)
 
 
-def test_batch_shapes_and_context_broadcast(case: FlowCase):
+def test_batch_shapes_and_context_broadcast(case):
     """x (K, B, T, D) with a context (B, T, C) equals the explicitly expanded context."""
     x = torch.randn(2, 3, 4, D, dtype=F64)
     ctx = case.context(3, 4)
@@ -141,7 +134,7 @@ def test_batch_shapes_and_context_broadcast(case: FlowCase):
                                    rtol=0)
 
 
-def test_float32_inputs_keep_dtype(case: FlowCase):
+def test_float32_inputs_keep_dtype(case):
     case.module.float()
     ctx = case.context(4)
     t = case.build(None if ctx is None else ctx.float())
@@ -158,12 +151,13 @@ def test_float32_inputs_keep_dtype(case: FlowCase):
 @pytest.mark.parametrize("cond", [False, True], ids=["plain", "cond"])
 @pytest.mark.parametrize("direction", ["af", "iaf"])
 @pytest.mark.parametrize("transform", ["nlsq", "affine"])
-def test_autoregressive_jacobian_is_triangular_in_declared_order(transform, direction, cond):
+def test_autoregressive_jacobian_is_triangular_in_declared_order(transform, direction, cond,
+                                                                randomize):
     # Wide hidden layers (6 units per degree) so that, over a few points, the ReLUs leave every
     # allowed link live somewhere.
     module = (T.conditional_autoregressive_flow(D, C, transform, direction, (30, 30), ORDER)
               if cond else T.autoregressive_flow(D, transform, direction, (30, 30), ORDER))
-    randomize_(module.double())
+    randomize(module.double())
     order_t = torch.tensor(ORDER)
     later = order_t[None, :] > order_t[:, None]      # J[i, j] must vanish when j comes after i
     earlier = order_t[None, :] < order_t[:, None]
@@ -221,8 +215,8 @@ def test_made_near_identity_init_and_no_hidden_layers():
 
 
 @pytest.mark.parametrize("hidden", [(), (7,), (6, 9)])
-def test_made_single_coordinate_output_matches_full_output(hidden):
-    made = randomize_(T.MADE(5, 3, hidden, num_params=4, order=ORDER).double())
+def test_made_single_coordinate_output_matches_full_output(hidden, randomize):
+    made = randomize(T.MADE(5, 3, hidden, num_params=4, order=ORDER).double())
     x, ctx = torch.randn(2, 6, 5, dtype=F64), torch.randn(6, 3, dtype=F64)
     net = made.conditioner(ctx)
     full = net(x)
@@ -271,7 +265,7 @@ def test_config_errors_are_clear():
 
 
 @pytest.mark.parametrize("flip", [False, True])
-def test_coupling_identity_half_receives_gradient(flip):
+def test_coupling_identity_half_receives_gradient(flip, randomize):
     flow = T.conditional_coupling_flow(5, 2, "nlsq", (8,), flip).double()
     with torch.no_grad():  # constant parameters: d eps_id / d z_id is exactly the identity
         for layer in flow.net.layers:
@@ -283,7 +277,7 @@ def test_coupling_identity_half_receives_gradient(flip):
     grad = torch.autograd.grad(eps[..., identity].sum(), z)[0]
     assert torch.equal(grad[..., identity], torch.ones_like(grad[..., identity]))
     # and the base-density term of the identity half reaches z through the network too
-    flow_random = randomize_(T.conditional_coupling_flow(5, 2, "nlsq", (8,), flip).double())
+    flow_random = randomize(T.conditional_coupling_flow(5, 2, "nlsq", (8,), flip).double())
     d = dist.TransformedDistribution(dist.Normal(torch.zeros(5, dtype=F64), 1.0).to_event(1),
                                      [flow_random.condition(torch.randn(4, 2, dtype=F64))])
     g = torch.autograd.grad(d.log_prob(z).sum(), z)[0]
@@ -291,8 +285,8 @@ def test_coupling_identity_half_receives_gradient(flip):
 
 
 @pytest.mark.parametrize("flip, unchanged", [(False, slice(0, 2)), (True, slice(3, 5))])
-def test_coupling_split(flip, unchanged):
-    t = randomize_(T.coupling_flow(5, "nlsq", (8,), flip).double())
+def test_coupling_split(flip, unchanged, randomize):
+    t = randomize(T.coupling_flow(5, "nlsq", (8,), flip).double())
     x = torch.randn(3, 5, dtype=F64)
     y = t._call(x)
     assert torch.equal(y[..., unchanged], x[..., unchanged])

@@ -3,7 +3,6 @@ prior's log-density accumulated while sampling is its density (`lnf plot`: test_
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -11,8 +10,8 @@ import numpy as np
 import pretty_midi
 import pytest
 import torch
+from helpers import TINY, assert_one_line_error, run_lnf
 
-from pyro_lnf.app import cli
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.datasets import load_dataset
 from pyro_lnf.errors import ConfigError
@@ -21,8 +20,6 @@ from pyro_lnf.models.lnf import PRIORS, LatentFlowModel
 from pyro_lnf.app.files import roll_to_midi, roll_to_png
 from pyro_lnf.sample import interpolate, sample_sequences, unpad
 
-TINY = dict(latent_dim=4, hidden_size=12, embedding_dim=8, flow_layers=2, flow_hidden=(8, 8),
-            length_dim=4, dropout=0.0)
 TINY_LSTM = dict(hidden_size=12, embedding_dim=8, length_dim=4, dropout=0.0)
 
 
@@ -36,25 +33,6 @@ def lstm_model(kind: str) -> LSTMBaseline:
     features = 88 if kind == "binary" else 7
     return LSTMBaseline(kind=kind, num_features=features, max_length=16, lengths=[3, 5, 6, 9],
                         **TINY_LSTM)
-
-
-def run_lnf(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``cli.main()`` in-process, the console script's code path: (status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lnf", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exit_info:
-        code = exit_info.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def runs(column: np.ndarray) -> list[tuple[int, int]]:

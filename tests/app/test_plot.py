@@ -10,7 +10,7 @@ import matplotlib
 import matplotlib.image
 
 from pyro_lnf.app.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
-from test_sample import run_lnf
+from helpers import run_lnf
 
 matplotlib.use("Agg")
 

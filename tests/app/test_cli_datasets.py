@@ -5,35 +5,24 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import Evil as _Evil
+from helpers import Mirror, closed_port_url, files_under, run_lnf
+from helpers import assert_one_line_error as _assert_one_line_error
+from helpers import lnf_datasets as _main
 from rich.cells import cell_len
-from test_download import Mirror, _Evil, closed_port_url, files_under, mirror  # noqa: F401 (fixture)
-
-from pyro_lnf.app import cli
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", "datasets", *args],
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def test_lists_every_dataset_with_readme_counts_in_80_columns(data_dir: Path) -> None:
+def test_lists_every_dataset_with_readme_counts_in_80_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, data_dir: Path
+) -> None:
     # Off a terminal rich draws 80 columns (COLUMNS set for a terminal of that width).
-    result = run_cli(env={"LNF_DATA_DIR": str(data_dir), "COLUMNS": "80"})
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    monkeypatch.setenv("LNF_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = run_lnf(monkeypatch, capsys, "datasets")
+    assert code == 0, err
     assert max(map(cell_len, out.splitlines())) <= 80, out
     # Counts as the data README measures them (PTB characters: after the paper's 288 filter),
     # sequences on the dataset's line, units (frames, characters, words) on the next.
@@ -52,32 +41,16 @@ def test_lists_every_dataset_with_readme_counts_in_80_columns(data_dir: Path) ->
         row, below = lines[at].split(), lines[at + 1].split()
         assert row[1] == "sequences" and " ".join(row[2:5]) == sequences, lines[at]
         assert below[:2] == [kind, unit] and " ".join(below[2:5]) == size, lines[at + 1]
-    assert "Traceback" not in result.stderr
-
-
-def test_unknown_fetch_name_is_one_line(tmp_path: Path) -> None:
-    result = run_cli("--fetch", "jsb", "--data-dir", str(tmp_path))
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: unknown dataset 'jsb'"), result.stderr
-    assert "jsb_chorales" in lines[0] and "Traceback" not in result.stderr
-    assert files_under(tmp_path) == []
-
-
-def _main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """Run ``cli.main()`` in-process (the console script's code path) and return (status, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["lnf", "datasets", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    return exit_info.value.code, capsys.readouterr().err
-
-
-def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    lines = err.strip().splitlines()
-    assert code != 0 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+
+
+def test_unknown_fetch_name_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    code, err = _main(monkeypatch, capsys, "--fetch", "jsb", "--data-dir", str(tmp_path))
+    _assert_one_line_error(code, err, "jsb_chorales")
+    assert err.startswith("error: unknown dataset 'jsb'"), err
+    assert files_under(tmp_path) == []
 
 
 def test_bad_input_is_one_line_and_leaves_nothing(

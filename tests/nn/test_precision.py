@@ -9,7 +9,7 @@ import pyro
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from pyro_lnf.datasets import iterate_batches
 from pyro_lnf.checkpoint import save_checkpoint
 from pyro_lnf.errors import ConfigError

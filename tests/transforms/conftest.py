@@ -1,4 +1,14 @@
-"""Reusable checks for event_dim 0/1 flows (Pyro convention: ``_call`` noise to sample).
+"""The transform harness: reusable checks for event_dim 0/1 flows (Pyro convention: ``_call``
+noise to sample), offered to the tests in this folder as fixtures.
+
+A test module keeps a table of flows, one line per flow, and a ``case`` fixture parametrized
+over it that builds each line with ``flow_case``; its shared float64 tests run every line
+through ``flow_checks``:
+
+* ``flow_case(name, module, build, dim, context_dim=0)`` — a :class:`FlowCase`, its module
+  moved to float64 and its parameters far from the near-identity initialisation;
+* ``flow_checks`` — the checks below (``flow_checks.round_trip_errors(t, x)``, ...);
+* ``randomize`` — :func:`randomize_`, for tests that build a flow of their own.
 
 Every check calls ``_call``/``_inverse`` directly, bypassing Pyro's cache, and works in float64:
 
@@ -19,7 +29,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+import pytest
 import torch
 from torch import Tensor, nn
 from torch.distributions import Transform
@@ -132,3 +144,38 @@ def assert_param_gradients(case: FlowCase, x: Tensor, context: Tensor | None) ->
 
         assert torch.autograd.gradcheck(fn, (flat,), fast_mode=True,
                                         check_undefined_grad=False), (case.name, method)
+
+
+# ------------------------------------------------------------------------------------------------
+# The fixtures
+
+
+@pytest.fixture
+def flow_case() -> Callable[..., FlowCase]:
+    """``flow_case(name, module, build, dim, context_dim=0)``: one line of a flow table, its
+    module in float64 with randomized parameters."""
+
+    def make(name: str, module: nn.Module, build: Callable[[Tensor | None], Transform], dim: int,
+             context_dim: int = 0) -> FlowCase:
+        randomize_(module.double())
+        return FlowCase(name, module, build, dim, context_dim)
+
+    return make
+
+
+@pytest.fixture
+def flow_checks() -> SimpleNamespace:
+    """The shared float64 checks, by their names in this module."""
+    return SimpleNamespace(
+        round_trip_errors=round_trip_errors,
+        assert_log_det_matches_jacobian=assert_log_det_matches_jacobian,
+        assert_input_gradients=assert_input_gradients,
+        assert_param_gradients=assert_param_gradients,
+    )
+
+
+@pytest.fixture
+def randomize() -> Callable[..., nn.Module]:
+    """:func:`randomize_`: ``randomize(module, scale=0.3)`` moves every parameter far from the
+    near-identity initialisation, in place."""
+    return randomize_

@@ -16,8 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_cli_datasets import _assert_one_line_error, _main
-from test_download import Mirror, _tar, files_under, mirror  # noqa: F401 (fixture)
+from helpers import Mirror, files_under
+from helpers import assert_one_line_error as _assert_one_line_error
+from helpers import lnf_datasets as _main
+from test_download import _tar
 
 from pyro_lnf.datasets import SPLITS, fetch_bytes, fetch_dataset, load_dataset, mirror_urls
 from pyro_lnf.datasets.download import Source

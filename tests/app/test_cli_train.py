@@ -1,12 +1,12 @@
-"""lnf train / evaluate as a user runs them: a tiny model on real JSB data, resumed, evaluated,
-and bad input answered in one line."""
+"""lnf train / evaluate as a user runs them, in this process through the console script's
+``main``: a tiny model on real JSB data, resumed, evaluated, and bad input answered in one
+line."""
 
 import json
-import os
-import subprocess
-import sys
+from collections import namedtuple
 
 import pytest
+from helpers import assert_one_line_error, run_lnf
 
 from pyro_lnf.nn.precision import bf16_lstm_supported
 
@@ -31,29 +31,21 @@ TINY = [
 ]
 
 
-def lnf(args, data_dir, cwd):
-    env = dict(os.environ, LNF_DATA_DIR=str(data_dir), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-c", "import cli; cli.main()", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+Done = namedtuple("Done", "returncode stdout stderr")
 
 
-@pytest.fixture(scope="module")
-def repo():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+@pytest.fixture
+def lnf(data_dir, monkeypatch, capsys):
+    """``lnf(ARGS)``: lnf run in this process on the shared data, as ``subprocess.run`` reports
+    a run."""
+    monkeypatch.setenv("LNF_DATA_DIR", str(data_dir))
+    return lambda args: Done(*run_lnf(monkeypatch, capsys, *args))
 
 
-def test_train_resume_evaluate(tmp_path, data_dir, repo):
+def test_train_resume_evaluate(tmp_path, lnf):
     out = tmp_path / "run"
     first = lnf(
         ["train", "--model", "afscf", "--dataset", "jsb_chorales", "--out", str(out), *TINY],
-        data_dir,
-        repo,
     )
     assert first.returncode == 0, first.stderr
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
@@ -72,8 +64,6 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
             "2",
             "--quiet",
         ],
-        data_dir,
-        repo,
     )
     assert more.returncode == 0, more.stderr
     epochs = [
@@ -92,20 +82,16 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
             "76",
             "--json",
         ],
-        data_dir,
-        repo,
     )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["sequences"] == 76 and metrics["units"] == 4602 + 76
     assert metrics["nll_nats_per_unit"] <= metrics["elbo_loss_nats_per_unit"] + 1e-6
-    if not bf16_lstm_supported():  # tested by tests/test_precision.py on such a CPU
+    if not bf16_lstm_supported():  # tested by tests/nn/test_precision.py on such a CPU
         return
     reduced = lnf(
         ["evaluate", str(out / "last.pt"), "--split", "valid", "--samples", "2",
          "--batch-size", "76", "--precision", "bf16", "--json"],
-        data_dir,
-        repo,
     )
     assert reduced.returncode == 0, reduced.stderr
     reduced_metrics = json.loads(reduced.stdout)
@@ -145,8 +131,7 @@ def test_train_resume_evaluate(tmp_path, data_dir, repo):
         ["evaluate", "missing.pt", "--device", "nonsense"],
     ],
 )
-def test_bad_input_is_one_line(args, tmp_path, data_dir, repo):
-    result = lnf([a if a != "x" else str(tmp_path / "run") for a in args], data_dir, repo)
+def test_bad_input_is_one_line(args, tmp_path, lnf):
+    result = lnf([a if a != "x" else str(tmp_path / "run") for a in args])
     assert result.returncode == (2 if "--hidden-size" in args else 1)  # 2: click's range
-    assert "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error:")
+    assert_one_line_error(result.returncode, result.stderr)

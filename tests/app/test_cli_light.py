@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import click
 import pytest
+from helpers import REPO
 
 from pyro_lnf.app import cli
-
-REPO = Path(__file__).resolve().parents[1]
 
 HEAVY = ("torch", "pyro", "numpy", "matplotlib", "pretty_midi")
 

@@ -1,4 +1,4 @@
-"""What each rank of tests/test_ddp.py runs (in a spawned process, gloo on CPU)."""
+"""What each rank of tests/engine/test_ddp.py runs (in a spawned process, gloo on CPU)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ import torch.distributed as tdist
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from pyro import poutine
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# A spawned rank starts with its parent's sys.path (multiprocessing's spawn copies it), which
+# holds this folder (pytest put it there to import test_ddp), so test_train imports as it does there.
+from test_train import Toy, quiet, sequences, shuffled
 
-from test_train import Toy, quiet, sequences, shuffled  # noqa: E402
-
-from pyro_lnf import distributed  # noqa: E402
-from pyro_lnf.errors import LnfError, TrainingInterrupted  # noqa: E402
-from pyro_lnf.objective import Diverged, Objective, checked_loss  # noqa: E402
-from pyro_lnf.train import train  # noqa: E402
+from pyro_lnf import distributed
+from pyro_lnf.errors import LnfError, TrainingInterrupted
+from pyro_lnf.objective import Diverged, Objective, checked_loss
+from pyro_lnf.train import train
 
 SEQS = sequences(10, seed=3)  # batch size 3: the last batch has 1 sequence, rank 1 none
 CONFIG = dict(epochs=2, batch_size=3, grad_accum=2, grad_clip=0.5, particles=2, seed=5, lr=0.05)

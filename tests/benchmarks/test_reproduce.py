@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 SCRIPT = [sys.executable, str(REPO / "benchmarks" / "reproduce.py")]
 TINY = ["--", "--hidden-size", "8", "--latent-dim", "4", "--flow-layers", "1",

@@ -19,9 +19,9 @@ from pyro.infer import Trace_ELBO
 import ddp_worker
 from pyro_lnf.errors import CheckpointError
 from pyro_lnf.train import train
+from helpers import REPO
 from test_train import Toy, batches, quiet, shuffled
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
