@@ -6,7 +6,7 @@ import sys
 
 import click
 
-# Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `limits`
+# Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `nn.checks`
 # import nothing, so `lnf --help` and a usage error do not wait for torch and Pyro (seconds);
 # each command imports what it runs.
 from pyro_lnf.errors import LnfError, TrainingInterrupted

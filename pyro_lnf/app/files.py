@@ -30,7 +30,7 @@ import torch
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.io import atomic_write
-# Bounds of the MIDI options, re-exported (cli.py reads them from the import-free module).
+# Bounds of the MIDI options, re-exported (the click app reads them from pyro_lnf.nn.checks).
 from pyro_lnf.nn.checks import (  # noqa: F401
     check_between,
     MAX_FRAMES_PER_BEAT,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from pyro_lnf.app import files as outputs
+from pyro_lnf.app import files
 from pyro_lnf.checkpoint import check_fits_dataset, load_model
 from pyro_lnf.datasets import Dataset, Vocab, load_dataset
 from pyro_lnf.errors import ConfigError
@@ -171,11 +171,11 @@ def sample_checkpoint(
     chosen = _check_formats(formats, module.kind, dataset_name, interpolate_between is not None)
     # Refuse bad output options before sampling, which can take minutes.
     if frames_per_beat is None:
-        frames_per_beat = outputs.frames_per_beat_for(dataset_name)
+        frames_per_beat = files.frames_per_beat_for(dataset_name)
     if "midi" in chosen:
-        outputs.check_midi_options(tempo, frames_per_beat, velocity)
+        files.check_midi_options(tempo, frames_per_beat, velocity)
     if "png" in chosen:
-        outputs.require_matplotlib()
+        files.require_matplotlib()
     dataset = None
     if (module.kind == "categorical" and "txt" in chosen) or interpolate_between is not None:
         if dataset_name is None:
@@ -207,7 +207,7 @@ def sample_checkpoint(
     for fmt in chosen:
         if fmt == "midi":
             for i, roll in enumerate(sequences):
-                result.files.append(outputs.write_midi(
+                result.files.append(files.write_midi(
                     out / f"{prefix}_{i:03d}.mid", roll, tempo=tempo,
                     frames_per_beat=frames_per_beat, velocity=velocity))
         elif fmt == "png":
@@ -218,9 +218,9 @@ def sample_checkpoint(
                                             between=interpolate_between)
         elif fmt == "txt":
             result.texts = [vocab.decode(ids) for ids in sequences]
-            result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
+            result.files.append(files.write_text(out / f"{prefix}s.txt", result.texts))
         else:
-            result.files.append(outputs.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
+            result.files.append(files.write_npz(out / f"{prefix}s.npz", x=x, lengths=lengths,
                                                   **arrays))
     return result
 
@@ -246,18 +246,18 @@ def _write_pictures(out: Path, prefix: str, sequences: list[Tensor], *, model: s
     how = "most likely keys" if decode == "mode" else "sampled keys"
     if between is None:
         return [
-            outputs.save_figure(out / f"{prefix}_{i:03d}.png", outputs.roll_figure(
+            files.save_figure(out / f"{prefix}_{i:03d}.png", files.roll_figure(
                 roll, title=f"{model} ({where})\nsample {i} · seed {seed} · "
                 f"temperature {temperature:g} · {how}", **timing))
             for i, roll in enumerate(sequences)
         ]
     a, b = between
     alphas = torch.linspace(0.0, 1.0, len(sequences)).tolist()
-    figure = outputs.interpolation_figure(
+    figure = files.interpolation_figure(
         sequences, alphas, ends=(f"test sequence {a}", f"test sequence {b}"),
         title=f"{model} ({where})\nz = (1 − α) μ(test {a}) + α μ(test {b}) · {how}",
         **timing)
-    return [outputs.save_figure(out / f"{prefix}.png", figure)]
+    return [files.save_figure(out / f"{prefix}.png", figure)]
 
 
 def _sample_sentence_checkpoint(
@@ -304,10 +304,10 @@ def _sample_sentence_checkpoint(
     for fmt in chosen:
         if fmt == "txt":
             result.texts = sentence_texts(vae, vocab, tokens, lengths)
-            result.files.append(outputs.write_text(out / f"{prefix}s.txt", result.texts))
+            result.files.append(files.write_text(out / f"{prefix}s.txt", result.texts))
         else:
             result.files.append(
-                outputs.write_npz(out / f"{prefix}s.npz", x=tokens, lengths=lengths, **arrays)
+                files.write_npz(out / f"{prefix}s.npz", x=tokens, lengths=lengths, **arrays)
             )
     return result
 

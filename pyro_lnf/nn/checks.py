@@ -1,11 +1,12 @@
 """Bounds of the command line's options and their one range check, in a module that imports
 nothing heavy (the standard library and :mod:`pyro_lnf.errors`).
 
-``cli.py`` reads these when its click options are declared, i.e. on every ``lnf`` call,
-``lnf --help`` included; keeping them here (not in :mod:`pyro_lnf.evaluate`,
-:mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import torch and Pyro) keeps ``lnf
---help`` and argument errors fast. Those modules re-export them and check the same bounds for
-Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it too).
+The click app (:mod:`pyro_lnf.app.cli`) reads these when its options are declared, i.e. on
+every ``lnf`` call, ``lnf --help`` included; keeping them here (not in
+:mod:`pyro_lnf.evaluate`, :mod:`pyro_lnf.app.files` or :mod:`pyro_lnf.sample`, which import
+torch and Pyro) keeps ``lnf --help`` and argument errors fast. Those modules check the same
+bounds for Python callers (:func:`check_between`; :class:`pyro_lnf.train.TrainConfig` uses it
+too).
 
 The models' constructors share the other small validators (:func:`check_sizes` for sizes
 and dropout, :func:`check_choice`, :func:`check_positive_int`).
