@@ -27,7 +27,6 @@ key            contents
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -308,16 +307,33 @@ def best_epoch(metrics: list[dict[str, Any]]) -> dict[str, Any] | None:
     return min(done, key=lambda m: m["valid_loss_beta1"], default=None)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The JSON objects of a JSON-lines file; lines that are not one are skipped."""
-    if not path.is_file():
+def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (``metrics.jsonl``, ``evaluations.jsonl``), in
+    order; blank lines are skipped.
+
+    Lenient by default, for tables over runs that may be being written: a missing file is
+    ``[]`` and a line that is not a JSON object (a torn last line) is skipped. With ``strict``
+    such a line raises :class:`ConfigError` naming the file and the line, and text that is not
+    UTF-8 raises :class:`UnicodeDecodeError`.
+    """
+    path = Path(path)
+    if not strict and not path.is_file():
         return []
+    text = path.read_text(encoding="utf-8", errors="strict" if strict else "replace")
     found = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        with contextlib.suppress(json.JSONDecodeError):
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
             value = json.loads(line)
-            if isinstance(value, dict):
-                found.append(value)
+        except json.JSONDecodeError as err:
+            if strict:
+                raise ConfigError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+            continue
+        if isinstance(value, dict):
+            found.append(value)
+        elif strict:
+            raise ConfigError(f"{path}, line {number}: expected a JSON object per line")
     return found
 
 
@@ -339,13 +355,13 @@ def summarize_run(folder: str | os.PathLike) -> dict[str, Any]:
     if not record_path.is_file() and not metrics_path.is_file():
         raise ConfigError(f"{folder} is not a run folder (no {RUN_RECORD} or metrics.jsonl)")
     record = read_run(record_path) if record_path.is_file() else {}
-    metrics = _read_jsonl(metrics_path)
+    metrics = read_jsonl(metrics_path)
     planned = record.get("config", {}).get("epochs")
     for resumed in record.get("resumed", []):
         planned = (resumed.get("overrides") or {}).get("epochs", planned)
     best = best_epoch(metrics)
     nlls = [m["valid_nll"] for m in metrics if _finite(m.get("valid_nll"))]
-    tests = [e for e in _read_jsonl(folder / EVALUATIONS)
+    tests = [e for e in read_jsonl(folder / EVALUATIONS)
              if e.get("split") == "test" and _finite(_test_nll(e))]
     test = ([e for e in tests if e.get("checkpoint") == "best.pt"] or tests or [None])[-1]
     return {

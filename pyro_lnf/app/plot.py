@@ -33,7 +33,6 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import textwrap
@@ -97,18 +96,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path} does not exist; give the run directory that lnf train wrote")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise ConfigError(f"{path}, line {number}: expected a JSON object per epoch")
-            records.append(record)
+    records = run_records.read_jsonl(path, strict=True)
     if not records:
         raise ConfigError(f"{path} holds no epochs yet; plot after the first epoch ends")
     return records
