@@ -57,7 +57,7 @@ SVAE_KAPPA = {"standard": 35.0, "inputless": 80.0}
 
 @dataclass(frozen=True)
 class SentenceVAEConfig:
-    """:class:`~pyro_lnf.models.vae.SentenceVAE`'s options, sizes as in Xu & Durrett's README.
+    """:class:`~pyro_lnf.models.sentence_vae.SentenceVAE`'s options, sizes as in Xu & Durrett's README.
 
     ``kappa`` ``None`` is :data:`SVAE_KAPPA` of the decoder, so ``--decoder inputless`` alone
     gets the inputless κ (a stored default would keep the standard decoder's).
@@ -74,7 +74,7 @@ class SentenceVAEConfig:
 
 @dataclass(frozen=True)
 class NVDMConfig:
-    """:class:`~pyro_lnf.models.vae.NVDM`'s options, sizes and κ (20News: 100) as in Xu &
+    """:class:`~pyro_lnf.models.nvdm.NVDM`'s options, sizes and κ (20News: 100) as in Xu &
     Durrett's README."""
 
     latent: str = "gaussian"
