@@ -143,6 +143,11 @@ class TrainConfig:
         the ``tensorboard`` extra).
     :ivar log_every, log_minutes: off a terminal, a plain progress line every this many
         optimizer steps (0: not by steps) or minutes (0: not by time).
+    :ivar max_minutes: a wall-clock budget for the run (``None``: none), as Lightning's
+        ``max_time``: training and validation time summed over every resume, checked before
+        each epoch, so the run ends after the epoch during which it is spent (``last.pt``
+        holds that epoch's end, and a resume with a larger budget goes on). Equal budgets make runs of
+        different speeds comparable (``--limit-batches`` keeps epochs short enough).
     """
 
     epochs: int = 100
@@ -173,6 +178,7 @@ class TrainConfig:
     tensorboard: bool = False
     log_every: int = 0
     log_minutes: float = 1.0
+    max_minutes: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid option and its bounds.
@@ -184,7 +190,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not (value is None and optional):
                 check_between(name, value, low, high)
-        for name in ("lr", "min_lr", "grad_clip"):  # bounded above, but must not be 0
+        for name in ("lr", "min_lr", "grad_clip", "max_minutes"):  # must not be 0 either
             if getattr(self, name) == 0:
                 raise ConfigError(f"{name} must be positive, got 0")
         if self.optimizer not in ("adam", "sgd"):
@@ -227,6 +233,7 @@ _BOUNDS: dict[str, tuple[float, float, bool]] = {
     "limit_batches": (1, 1_000_000_000, True),
     "log_every": (0, 1_000_000_000, False),
     "log_minutes": (0.0, 7 * 24 * 60.0, False),
+    "max_minutes": (0.0, 365 * 24 * 60.0, True),
 }
 
 
@@ -243,6 +250,7 @@ class TrainSummary:
     last_metrics: dict[str, Any]
     wall_s: float
     out: str | None
+    out_of_time: bool = False  # ended by max_minutes
 
 
 def kl_schedule(
@@ -534,6 +542,16 @@ class _Run:
         by_time = self.clock_due() if clock is None else clock
         return bool(by_steps or by_time)
 
+    def out_of_time(self) -> bool:
+        """Whether ``max_minutes`` is spent (between epochs). Under torchrun rank 0's clock
+        decides for every rank, so all of them stop after the same epoch."""
+        if self.config.max_minutes is None:
+            return False
+        spent = self.wall0 + time.perf_counter() - self.started >= 60 * self.config.max_minutes
+        if self.group is not None:
+            spent = bool(distributed.all_gather(spent, self.group)[0])
+        return spent
+
     def stop_pending(self) -> bool:
         """A SIGINT or SIGTERM to act on: under torchrun, one any rank got, as agreed at the
         last step (so every rank stops at the same one)."""
@@ -758,7 +776,9 @@ def train(
                            log_minutes=config.log_minutes) as bar, _closing(run.scalars):
             if written is not None and not config.quiet:
                 bar.console.print(describe(written), highlight=False, soft_wrap=True)
-            while state.epoch < config.epochs and not run.plateau.stopped:
+            out_of_time = False
+            while (state.epoch < config.epochs and not run.plateau.stopped
+                   and not (out_of_time := run.out_of_time())):
                 run.restore_rng(after_batches=False)
                 batches = _batches(train_batches, state.epoch)[:config.limit_batches]
                 run.restore_rng(after_batches=True)
@@ -776,6 +796,7 @@ def train(
         last_metrics=record,
         wall_s=run.wall0 + time.perf_counter() - run.started,
         out=str(run.out) if run.out is not None else None,
+        out_of_time=out_of_time,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 import click
@@ -96,6 +97,25 @@ class CheckpointInterval(click.ParamType):
                 f"{value!r} is neither a number of steps (1 to 10^9) nor of minutes "
                 "(e.g. 10m; at most a week)", param, ctx
             )
+
+
+class Duration(click.ParamType):
+    """A wall-clock duration such as ``2h``, ``90m``, ``1h30m`` or ``45s``, in minutes."""
+
+    name = "DURATION"
+    _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([hms])")
+    _UNIT_MINUTES = {"h": 60.0, "m": 1.0, "s": 1 / 60}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        parts = self._PART.findall(text)
+        minutes = sum(float(number) * self._UNIT_MINUTES[unit] for number, unit in parts)
+        if "".join(n + u for n, u in parts) != text or not 0 < minutes <= 365 * 24 * 60:
+            self.fail(f"{value!r} is not a duration such as 2h, 90m or 1h30m (at most a year)",
+                      param, ctx)
+        return minutes
 
 
 _DIST_TIMEOUT = click.option(
@@ -247,6 +267,13 @@ _DATA_DIR = click.option(
     type=CheckpointInterval(),
     help="Also write last.pt every N optimizer steps, or every N minutes with 'Nm' (e.g. 10m).",
 )
+@click.option(
+    "--max-time",
+    "max_minutes",
+    type=Duration(),
+    help="Wall-clock budget (e.g. 2h, 90m), summed over resumes: the run ends after the epoch "
+    "that reaches it.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @_DIST_TIMEOUT
 @click.option(
@@ -302,7 +329,9 @@ def train(model: str, dataset: str, data_dir: str | None, config_extras: dict, *
     if group is not None and not group.main:
         return
     best = "n/a" if summary.best_valid_loss is None else f"{summary.best_valid_loss:.4f}"
-    ended = " (stopped early: the learning rate reached --min-lr)" if summary.stopped_early else ""
+    ended = (" (stopped early: the learning rate reached --min-lr)" if summary.stopped_early
+             else " (stopped: --max-time spent; --resume with a larger one goes on)"
+             if summary.out_of_time else "")
     click.echo(
         f"done: {summary.epochs} epochs{ended}, {summary.steps} steps, {summary.wall_s:.0f} s; "
         f"best valid -ELBO {best} nats/unit (epoch {summary.best_epoch}); {summary.out}"

@@ -98,6 +98,8 @@ CASES = [
     ("{T} --out {out} --seed 4294967296", "seed must be between 0 and 4294967295", 1),
     ("{T} --out {out} --checkpoint-every 0", "'0' is neither a number of steps", 2),
     ("{T} --out {out} --checkpoint-every 1e9m", "nor of minutes (e.g. 10m; at most a week)", 2),
+    ("{T} --out {out} --max-time soon", "'soon' is not a duration such as 2h", 2),
+    ("{T} --out {out} --max-time 2y", "'2y' is not a duration such as 2h", 2),
     ("{T} --out {out} --device meta", "device 'meta' is not supported", 1),
     ("{T} --out {file}", "is a file", 2),
     ("{T} --out {out} --resume", "never/last.pt does not exist", 1),

@@ -3,6 +3,7 @@
 line."""
 
 import json
+import re
 from collections import namedtuple
 
 import pytest
@@ -135,3 +136,15 @@ def test_bad_input_is_one_line(args, tmp_path, lnf):
     result = lnf([a if a != "x" else str(tmp_path / "run") for a in args])
     assert result.returncode == (2 if "--hidden-size" in args else 1)  # 2: click's range
     assert_one_line_error(result.returncode, result.stderr)
+
+
+def test_max_time_ends_the_run_after_the_first_epoch_that_spends_it(tmp_path, lnf):
+    # A millisecond: spent by the start-up or by the first epoch, before the second.
+    out = tmp_path / "run"
+    tiny = [*TINY[:TINY.index("--epochs")], *TINY[TINY.index("--epochs") + 2:]]
+    done = lnf(["train", "--model", "afaf", "--dataset", "jsb_chorales", "--out", str(out),
+                *tiny, "--epochs", "3", "--max-time", "0.001s", "--limit-batches", "1"])
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"done: [01] epochs \(stopped: --max-time spent", done.stdout), done.stdout
+    record = json.loads((out / "run.json").read_text())
+    assert record["config"]["max_minutes"] == pytest.approx(0.001 / 60)

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import shutil
+import types
 from dataclasses import dataclass, replace
 
 import pyro
@@ -361,6 +362,34 @@ def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, mon
     assert [r["lr"] for r in rows] == pytest.approx([0.04, 0.04, 0.01, 0.0025, 0.0025])
     with pytest.raises(ConfigError, match="min_lr"):
         quiet(min_lr=0.0).validate()
+
+
+def test_max_time_ends_the_run_after_the_epoch_that_spends_it_summed_over_resumes(
+        tmp_path, monkeypatch):
+    # A clock that moves only when an epoch validates, by one minute: epoch k ends at k + 1.
+    clock = [0.0]
+
+    def validating(module, batches, num_samples, **kwargs):
+        clock[0] += 60.0
+        return {"reconstruction_nats_per_unit": 1.0, "kl_nats_per_unit": 0.0,
+                "elbo_loss_nats_per_unit": 1.0}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", validating)
+    monkeypatch.setattr("pyro_lnf.train.time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    data = batches(sequences(4), 4)
+    config = quiet(epochs=10, max_minutes=2.5, out=str(tmp_path))
+    summary = train(Toy(), data, data, config)
+    assert summary.out_of_time and summary.epochs == 3 and len(read_metrics(tmp_path)) == 3
+    assert summary.wall_s == pytest.approx(180.0)
+    # The budget counts the time before the resume: 2 more epochs reach 5 minutes >= 4.5.
+    more = train(Toy(), data, data, replace(config, resume=True, max_minutes=4.5))
+    assert more.out_of_time and more.epochs == 5
+    assert [r["wall_s"] for r in read_metrics(tmp_path)] == pytest.approx([60, 120, 180, 240, 300])
+    # No budget, or one not spent: the epochs decide.
+    done = train(Toy(), data, data, replace(config, resume=True, max_minutes=None, epochs=6))
+    assert not done.out_of_time and done.epochs == 6
+    with pytest.raises(ConfigError, match="max_minutes"):
+        quiet(max_minutes=0.0).validate()
 
 
 def test_a_checkpoint_from_before_the_plateau_entry_resumes_with_its_plateau_state(
