@@ -220,6 +220,12 @@ _DATA_DIR = click.option(
     type=float,
     help="End the run when a plateau would drop the learning rate below this (default: never).",
 )
+@click.option(
+    "--patience",
+    type=int,
+    help="Epochs without a better validation loss before the learning rate drops (preset: "
+    "1 on PTB; on music 2 for the flows, 4 for the LSTM).",
+)
 @click.option("--optimizer", type=click.Choice(["adam", "sgd"]), help="Preset: adam.")
 @click.option("--particles", type=int, help="ELBO samples per sequence, vectorised.")
 @click.option("--grad-accum", type=int, help="Batches per optimizer step.")

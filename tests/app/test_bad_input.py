@@ -100,6 +100,7 @@ CASES = [
     ("{T} --out {out} --checkpoint-every 1e9m", "nor of minutes (e.g. 10m; at most a week)", 2),
     ("{T} --out {out} --max-time soon", "'soon' is not a duration such as 2h", 2),
     ("{T} --out {out} --max-time 2y", "'2y' is not a duration such as 2h", 2),
+    ("{T} --out {out} --patience 0", "patience must be between 1 and 100000, got 0", 1),
     ("{T} --out {out} --device meta", "device 'meta' is not supported", 1),
     ("{T} --out {file}", "is a file", 2),
     ("{T} --out {out} --resume", "never/last.pt does not exist", 1),
