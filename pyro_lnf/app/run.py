@@ -199,11 +199,9 @@ def evaluate_checkpoint(
     bfloat16 on CPU (:mod:`pyro_lnf.nn.precision`); densities and weights stay in float32.
     """
     from pyro_lnf.checkpoint import check_fits_dataset
-    from pyro_lnf.evaluate import check_evaluate_options
-    from pyro_lnf.app.files import check_between
-    from pyro_lnf.sample import MAX_SEED
-
     from pyro_lnf.distributed import current
+    from pyro_lnf.evaluate import check_evaluate_options
+    from pyro_lnf.nn.checks import MAX_SEED, check_between
 
     group = current()
     device = resolve_device(device)
