@@ -134,6 +134,27 @@ def scenario_train(rank: int, work: Path, result: dict) -> None:
     result["writes"] = seen
 
 
+def scenario_budget(rank: int, work: Path, result: dict) -> None:
+    """--max-time under torchrun: rank 0's clock runs a minute per reading, rank 1's is real,
+    so only rank 0 finds the budget spent; every rank must stop where rank 0 does (a rank
+    that went on alone would wait in its first collective until the test's timeout)."""
+    if rank == 0:
+        import types
+
+        import pyro_lnf.train
+
+        clock = [0.0]
+
+        def minute_per_reading() -> float:
+            clock[0] += 60.0
+            return clock[0]
+
+        pyro_lnf.train.time = types.SimpleNamespace(perf_counter=minute_per_reading)
+    summary = train(toy(), shuffled(SEQS, 3), shuffled(SEQS[:4], 2),
+                    quiet(**{**CONFIG, "epochs": 3, "max_minutes": 1.5}))
+    result["epochs"], result["out_of_time"] = summary.epochs, summary.out_of_time
+
+
 def scenario_dead(rank: int, work: Path, result: dict) -> None:
     """Rank 1 dies at its second step: rank 0 must fail with one line, not hang."""
     if rank == 1:

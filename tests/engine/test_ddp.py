@@ -116,6 +116,13 @@ def test_two_ranks_gradient_parameters_writes_and_resume(tmp_path):
                     **{k: v for k, v in ddp_worker.CONFIG.items() if k != "epochs"}))
 
 
+def test_max_time_is_rank_zeros_verdict_for_every_rank(tmp_path):
+    ranks = _spawn("budget", tmp_path, timeout=90)
+    assert all(r is not None and "error" not in r for r in ranks), ranks
+    assert [(r["epochs"], r["out_of_time"]) for r in ranks] == [(ranks[0]["epochs"], True)] * 2
+    assert ranks[0]["epochs"] < 3
+
+
 def test_dead_rank_is_one_line_error_not_hang(tmp_path):
     rank0, _ = _spawn("dead", tmp_path, timeout=60)
     assert rank0 is not None and "error" not in rank0, rank0 and rank0.get("traceback")
