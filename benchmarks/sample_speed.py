@@ -31,7 +31,8 @@ import torch
 
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.sample import resolve_device, sample_sequences
+from pyro_lnf.nn.devices import resolve_device
+from pyro_lnf.sample import sample_sequences
 
 MODELS = ("lstm", "afaf", "afscf", "iafscf")
 LABELS = {"lstm": "LSTM", "afaf": "AF/AF", "afscf": "AF/SCF", "iafscf": "IAF/SCF"}

@@ -54,11 +54,11 @@ from pyro_lnf.nn.checks import (
     MIN_TEMPERATURE,
     check_between,
 )
+from pyro_lnf.nn.devices import resolve_device
 from pyro_lnf.nn.modes import evaluating
 
 __all__ = [
     "DEFAULT_MAX_LENGTH",
-    "DEVICES",
     "MAX_FRAMES",
     "MAX_LENGTH",
     "MAX_NUM",
@@ -70,7 +70,6 @@ __all__ = [
     "check_sequence_model",
     "interpolate",
     "interpolate_sentences",
-    "resolve_device",
     "sample_sentences",
     "sample_sequences",
     "unpad",
@@ -79,43 +78,6 @@ __all__ = [
 
 # Bounds of ``lnf sample``'s options (MAX_NUM, MAX_LENGTH, MAX_FRAMES, ...) live in the
 # import-free :mod:`pyro_lnf.nn.checks`, shared by the CLI's click ranges and the checks below.
-
-#: The devices this library runs on (torch also parses mps, meta, xla, ..., which it does not).
-DEVICES = "cpu, cuda or cuda:N"
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device | None:
-    """``device`` as a :class:`torch.device`: the one validator of every ``--device``.
-
-    Only the CPU and CUDA devices are accepted: the models and the samplers are tested there,
-    and a ``meta`` device would "run" without computing anything.
-
-    :raises ConfigError: an unparsable or unsupported name, CUDA asked for on a machine
-        without it, or a CUDA index beyond the devices present.
-    """
-    if device is None:
-        return None
-    try:
-        if not isinstance(device, (str, torch.device)):
-            raise TypeError(f"not a device name: {device!r}")
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ConfigError(f"unknown device {device!r}; use {DEVICES}") from err
-    if resolved.type not in ("cpu", "cuda") or (resolved.type == "cpu" and resolved.index):
-        raise ConfigError(f"device {str(device)!r} is not supported; use {DEVICES}")
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"device {str(device)!r} requested but CUDA is not available; use --device cpu"
-            )
-        count = torch.cuda.device_count()
-        if resolved.index is not None and resolved.index >= count:
-            raise ConfigError(
-                f"device {str(device)!r} requested but this machine has {count} CUDA "
-                f"device(s): cuda:0 .. cuda:{count - 1}"
-            )
-    return resolved
-
 
 def unpad(x: Tensor, lengths: Tensor) -> list[Tensor]:
     """The sequences of a padded batch ``x`` ``(N, T, ...)``, each cut to its length."""

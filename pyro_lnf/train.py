@@ -195,7 +195,7 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got 0")
         if self.optimizer not in ("adam", "sgd"):
             raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        from pyro_lnf.sample import resolve_device
+        from pyro_lnf.nn.devices import resolve_device
 
         resolve_device(self.device)
         if self.resume and self.out is None:

@@ -26,7 +26,7 @@ from pyro_lnf.app.config import (
     LatentFlowConfig, LSTMConfig, ModelConfig, NVDMConfig, SentenceVAEConfig, from_recorded,
     model_kwargs, model_options, option_names, preset, with_overrides,
 )
-from pyro_lnf.sample import resolve_device
+from pyro_lnf.nn.devices import resolve_device
 from pyro_lnf.train import (
     LAST, TRAJECTORY_OPTIONS, TrainConfig, TrainSummary, sequence_batches, train,
 )

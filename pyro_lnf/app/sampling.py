@@ -32,13 +32,13 @@ from pyro_lnf.nn.checks import (
     MIN_TEMPERATURE,
     check_between,
 )
+from pyro_lnf.nn.devices import resolve_device
 from pyro_lnf.sample import (
     DEFAULT_MAX_LENGTH,
     check_frames,
     check_sequence_model,
     interpolate,
     interpolate_sentences,
-    resolve_device,
     sample_sentences,
     sample_sequences,
     unpad,
