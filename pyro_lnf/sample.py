@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from pyro_lnf.errors import ConfigError
-from pyro_lnf.models.baseline import LSTMBaseline
+from pyro_lnf.models.base import SequenceGenerator
 from pyro_lnf.models.decoding import check_decode
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.sentence_vae import SentenceVAE
@@ -109,10 +109,10 @@ def check_sequence_model(module: nn.Module) -> None:
 
     :raises ConfigError: naming the model's class.
     """
-    if not isinstance(module, (LatentFlowModel, LSTMBaseline)):
+    if not isinstance(module, SequenceGenerator):
         raise ConfigError(
-            f"sampling sequences needs a latent-flow model or the LSTM baseline, not "
-            f"{type(module).__name__}"
+            f"sampling sequences needs a model with a length model and generate(lengths) "
+            f"(a latent-flow model or the LSTM baseline), not {type(module).__name__}"
         )
 
 
@@ -178,8 +178,9 @@ def sample_sequences(
     seed: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[Tensor, Tensor]:
-    r"""Draw ``num`` sequences from a :class:`~pyro_lnf.models.lnf.LatentFlowModel` or an
-    :class:`~pyro_lnf.models.baseline.LSTMBaseline`.
+    r"""Draw ``num`` sequences from a :class:`~pyro_lnf.models.base.SequenceGenerator`: a
+    :class:`~pyro_lnf.models.lnf.LatentFlowModel`, the
+    :class:`~pyro_lnf.models.baseline.LSTMBaseline`, or any model of yours that honours it.
 
     :param module: the model (put in eval mode for the call, then restored).
     :param num: number of sequences N.

@@ -2,7 +2,7 @@
 LSTM baseline, and the Gaussian/vMF sentence VAE and NVDM. Each registers itself
 (:mod:`pyro_lnf.models.registry`) and owns its ``generate()``."""
 
-from pyro_lnf.models.base import LatentVariableModel
+from pyro_lnf.models.base import LatentVariableModel, SequenceGenerator
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import PRIORS, LatentFlowModel
 from pyro_lnf.models.nvdm import NVDM
@@ -15,4 +15,5 @@ __all__ = [
     "LatentFlowModel",
     "LatentVariableModel",
     "SentenceVAE",
+    "SequenceGenerator",
 ]

@@ -1,4 +1,4 @@
-"""The contract between models and the training, evaluation and sampling code.
+"""The contracts between models and the training, evaluation and sampling code.
 
 A model is an ``nn.Module`` with a Pyro ``model`` and ``guide`` over one batch. Training
 (:mod:`pyro_lnf.train`) optimises ``Trace_ELBO`` of the pair, and evaluation
@@ -39,3 +39,18 @@ class LatentVariableModel(Protocol):
     def guide(self, batch: Any, beta: float = 1.0) -> None: ...
 
     def normalizer(self, batch: Any) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SequenceGenerator(Protocol):
+    """What :func:`pyro_lnf.sample.sample_sequences` needs of a model, beyond the contract
+    above: a length model :math:`p(T)` to draw lengths from, and ``generate``, which draws
+    one sequence per length (long ids ``(N, T)`` for categorical data, 0/1 frames ``(N, T, F)``
+    for binary data, 0 past each length). The latent-flow models and the LSTM baseline
+    honour it; any other model that does is sampled the same way."""
+
+    length_model: Any  # with .distribution(), a p(T) over lengths
+
+    def generate(self, lengths: torch.Tensor, *, temperature: float = 1.0,
+                 decode: str = "sample") -> torch.Tensor: ...
+

@@ -247,6 +247,32 @@ def test_sampling_is_deterministic_under_a_seed(kind, model_name):
     assert [len(s) for s in unpad(x1, n1)] == n1.tolist()
 
 
+class _Repeater(torch.nn.Module):
+    """A model of the user's own that honours SequenceGenerator: lengths from a fixed p(T),
+    and each sequence its length's last digit, repeated."""
+
+    class _Lengths:
+        def distribution(self):
+            return torch.distributions.Categorical(probs=torch.tensor([0.0, 0.0, 0.5, 0.5]))
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.length_model = self._Lengths()
+
+    def generate(self, lengths, *, temperature=1.0, decode="sample"):
+        steps = torch.arange(int(lengths.max()))
+        return torch.where(steps < lengths[:, None], lengths[:, None] % 10, 0)
+
+
+def test_any_model_with_a_length_model_and_generate_is_sampled_the_same_way():
+    x, n = sample_sequences(_Repeater(), 6, seed=3)
+    assert set(n.tolist()) <= {2, 3} and x.shape == (6, int(n.max()))
+    assert [seq.tolist() for seq in unpad(x, n)] == [[k] * k for k in n.tolist()]
+    with pytest.raises(ConfigError, match="needs a model with a length model and generate"):
+        sample_sequences(torch.nn.Linear(2, 2), 2)
+
+
 @pytest.mark.parametrize("prior", sorted(PRIORS))
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_prior_log_prob_while_sampling_equals_density_pass(prior, temperature):
