@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import pyro
 import torch
@@ -18,7 +17,7 @@ from pyro_lnf.nn.lstm import LSTMStepper, zero_state
 from pyro_lnf.nn.modes import evaluating
 
 
-@register_model("lstm")
+@register_model("lstm", data=("lengths",))
 class LSTMBaseline(nn.Module):
     r"""Autoregressive LSTM: :math:`p(x, T) = p(T) \prod_t p(x_t \mid x_{<t}, T)`.
 
@@ -56,17 +55,6 @@ class LSTMBaseline(nn.Module):
             length_dim=length_dim,
         )
         self.kind = kind
-        self.config: dict[str, Any] = dict(
-            kind=kind,
-            num_features=num_features,
-            max_length=max_length,
-            hidden_size=hidden_size,
-            embedding_dim=embedding_dim,
-            lstm_layers=lstm_layers,
-            length_dim=length_dim,
-            dropout=dropout,
-            dataset=dataset,
-        )
         self.length_model = LengthModel(lengths)
         self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
         self.length_features = LengthFeatures(max_length, length_dim)

@@ -21,7 +21,6 @@ Sequences. ICML 2019. [arXiv:1901.10548]
 
 from __future__ import annotations
 
-from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -56,7 +55,7 @@ def observation_distribution(kind: str, logits: torch.Tensor) -> dist.TorchDistr
     return dist.Bernoulli(logits=logits).to_event(1)
 
 
-@register_model("lnf")
+@register_model("lnf", data=("lengths",))
 class LatentFlowModel(nn.Module):
     """Latent normalizing flow over discrete sequences (AF/AF, AF/SCF, IAF/SCF, indep).
 
@@ -119,22 +118,6 @@ class LatentFlowModel(nn.Module):
             length_dim=length_dim,
         )
         self.kind = kind
-        self.config: dict[str, Any] = dict(
-            kind=kind,
-            num_features=num_features,
-            max_length=max_length,
-            prior=prior,
-            transform=transform,
-            latent_dim=latent_dim,
-            hidden_size=hidden_size,
-            embedding_dim=embedding_dim,
-            flow_layers=flow_layers,
-            flow_hidden=list(flow_hidden),
-            lstm_layers=lstm_layers,
-            length_dim=length_dim,
-            dropout=dropout,
-            dataset=dataset,
-        )
         self.length_model = LengthModel(lengths)
         self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
         self.length_features = LengthFeatures(max_length, length_dim)

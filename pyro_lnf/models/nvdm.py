@@ -82,10 +82,6 @@ class NVDM(VAEMixin, nn.Module):
     ) -> None:
         super().__init__()
         check_sizes(dropout, vocab_size=vocab_size, hidden_size=hidden_size)
-        self.config: dict[str, Any] = dict(
-            vocab_size=vocab_size, latent=latent, latent_dim=latent_dim, kappa=float(kappa),
-            hidden_size=hidden_size, dropout=dropout, dataset=dataset,
-        )
         self.encoder = nn.Sequential(
             nn.Linear(vocab_size, hidden_size),
             nn.Dropout(dropout),

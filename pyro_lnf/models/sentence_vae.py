@@ -125,12 +125,6 @@ class SentenceVAE(VAEMixin, nn.Module):
         for what, index in (("pad_index", pad_index), ("sos_index", sos_index), ("eos_index", eos_index)):
             if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < vocab_size:
                 raise ConfigError(f"{what} must be a token id in 0..{vocab_size - 1}, got {index!r}")
-        self.config: dict[str, Any] = dict(
-            vocab_size=vocab_size, latent=latent, latent_dim=latent_dim, kappa=float(kappa),
-            embedding_dim=embedding_dim, hidden_size=hidden_size, decoder=decoder,
-            dropout=dropout, pad_index=pad_index, sos_index=sos_index, eos_index=eos_index,
-            dataset=dataset,
-        )
         self.decoder = decoder
         self.pad_index, self.sos_index, self.eos_index = pad_index, sos_index, eos_index
         self.hidden_size = hidden_size

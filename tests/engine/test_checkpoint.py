@@ -31,7 +31,6 @@ class TinyNet(torch.nn.Module):
 
     def __init__(self, width: int = 3) -> None:
         super().__init__()
-        self.config = {"width": width}
         self.linear = torch.nn.Linear(width, 2)
         self.register_buffer("counts", torch.arange(width, dtype=torch.float32))
 

@@ -74,7 +74,6 @@ class Toy(torch.nn.Module):
 
     def __init__(self, vocab: int = 5, hidden: int = 2, max_len: int = 8, dropout: float = 0.1):
         super().__init__()
-        self.config = dict(vocab=vocab, hidden=hidden, max_len=max_len, dropout=dropout)
         self.hidden = hidden
         self.embed = torch.nn.Embedding(vocab, 2 * hidden)
         self.out = torch.nn.Linear(hidden, vocab)
