@@ -8,17 +8,14 @@ import torch
 from torch import Tensor, nn
 
 from pyro_lnf.models.decoding import decode_logits, mask_padding
-from pyro_lnf.models.length import LengthModel
-from pyro_lnf.models.lnf import observation_distribution
 from pyro_lnf.models.registry import register_model
-from pyro_lnf.nn.checks import check_sizes
-from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.sequence import SequenceModel, observation_distribution
 from pyro_lnf.nn.lstm import LSTMStepper, zero_state
 from pyro_lnf.nn.modes import evaluating
 
 
 @register_model("lstm", data=("lengths",))
-class LSTMBaseline(nn.Module):
+class LSTMBaseline(SequenceModel):
     r"""Autoregressive LSTM: :math:`p(x, T) = p(T) \prod_t p(x_t \mid x_{<t}, T)`.
 
     The input at step ``t`` is :math:`[\mathrm{emb}(x_{t-1}); c_t]` with :math:`x_{-1}` a zero
@@ -44,20 +41,11 @@ class LSTMBaseline(nn.Module):
         dropout: float = 0.1,
         dataset: str | None = None,
     ) -> None:
-        super().__init__()
-        check_sizes(
-            dropout,
-            num_features=num_features,
-            max_length=max_length,
-            hidden_size=hidden_size,
-            embedding_dim=embedding_dim,
-            lstm_layers=lstm_layers,
-            length_dim=length_dim,
+        super().__init__(
+            kind=kind, num_features=num_features, max_length=max_length, lengths=lengths,
+            embedding_dim=embedding_dim, length_dim=length_dim, dropout=dropout,
+            hidden_size=hidden_size, lstm_layers=lstm_layers,
         )
-        self.kind = kind
-        self.length_model = LengthModel(lengths)
-        self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
-        self.length_features = LengthFeatures(max_length, length_dim)
         self.rnn = nn.LSTM(
             embedding_dim + length_dim,
             hidden_size,
@@ -67,9 +55,6 @@ class LSTMBaseline(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.project = nn.Linear(hidden_size, embedding_dim)
-
-    def normalizer(self, batch) -> torch.Tensor:
-        return batch.lengths.to(torch.get_default_dtype()) + 1
 
     def logits(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for every step, one LSTM pass (padding only follows valid steps,

@@ -26,16 +26,14 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from torch import Tensor, nn
+from torch import Tensor
 
 from pyro_lnf.errors import ConfigError
 from pyro_lnf.models.decoding import decode_logits, mask_padding
 from pyro_lnf.models.emission import Emission
 from pyro_lnf.models.encoder import SequenceEncoder
-from pyro_lnf.models.length import LengthModel
 from pyro_lnf.models.registry import register_model
-from pyro_lnf.nn.checks import check_sizes
-from pyro_lnf.nn.features import LengthFeatures, TiedEmbedding
+from pyro_lnf.models.sequence import SequenceModel, observation_distribution
 from pyro_lnf.nn.modes import evaluating
 from pyro_lnf.transforms.temporal import TemporalFlow
 
@@ -48,15 +46,8 @@ PRIORS: dict[str, tuple[str, bool]] = {
 }
 
 
-def observation_distribution(kind: str, logits: torch.Tensor) -> dist.TorchDistribution:
-    """Per-step emission: batch ``logits.shape[:-1]``, no event dims."""
-    if kind == "categorical":
-        return dist.Categorical(logits=logits)
-    return dist.Bernoulli(logits=logits).to_event(1)
-
-
 @register_model("lnf", data=("lengths",))
-class LatentFlowModel(nn.Module):
+class LatentFlowModel(SequenceModel):
     """Latent normalizing flow over discrete sequences (AF/AF, AF/SCF, IAF/SCF, indep).
 
     Example::
@@ -103,24 +94,14 @@ class LatentFlowModel(nn.Module):
         dropout: float = 0.2,
         dataset: str | None = None,
     ) -> None:
-        super().__init__()
         if prior not in PRIORS:
             raise ConfigError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
-        check_sizes(
-            dropout,
-            num_features=num_features,
-            max_length=max_length,
-            latent_dim=latent_dim,
-            hidden_size=hidden_size,
-            embedding_dim=embedding_dim,
-            flow_layers=flow_layers,
+        super().__init__(
+            kind=kind, num_features=num_features, max_length=max_length, lengths=lengths,
+            embedding_dim=embedding_dim, length_dim=length_dim, dropout=dropout,
+            latent_dim=latent_dim, hidden_size=hidden_size, flow_layers=flow_layers,
             lstm_layers=lstm_layers,
-            length_dim=length_dim,
         )
-        self.kind = kind
-        self.length_model = LengthModel(lengths)
-        self.embedding = TiedEmbedding(kind, num_features, embedding_dim)
-        self.length_features = LengthFeatures(max_length, length_dim)
         self.encoder = SequenceEncoder(
             self.embedding, self.length_features, latent_dim, hidden_size, lstm_layers
         )
@@ -141,10 +122,6 @@ class LatentFlowModel(nn.Module):
             length_embedding_dim=length_dim,
             dropout=dropout,
         )
-
-    def normalizer(self, batch) -> torch.Tensor:
-        """``T + 1`` per sequence: every step plus the length (the paper's accounting)."""
-        return batch.lengths.to(torch.get_default_dtype()) + 1
 
     def model(self, batch, beta: float = 1.0) -> None:
         pyro.module(self.name, self)
