@@ -10,7 +10,7 @@ import click
 # Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `nn.checks`
 # import nothing, so `lnf --help` and a usage error do not wait for torch and Pyro (seconds);
 # each command imports what it runs.
-from pyro_lnf.errors import LnfError, TrainingInterrupted
+from pyro_lnf.errors import Interrupted, LnfError
 
 # --model's and --dataset's choices: the presets' model names and the dataset registry's names,
 # each kept where it imports nothing heavy (the registry checks that it agrees).
@@ -657,7 +657,7 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
         lnf.main(standalone_mode=False)
-    except TrainingInterrupted as err:
+    except Interrupted as err:
         click.echo(f"stopped: {err}", err=True)
         sys.exit(128 + err.signum)
     except LnfError as err:
