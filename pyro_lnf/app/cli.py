@@ -394,6 +394,15 @@ def train(model: str, dataset: str, data_dir: str | None, config_extras: dict, *
     is_flag=True,
     help="With --json: add log_likelihood_per_sequence, each sequence's log p̂(x) in batch order.",
 )
+@click.option(
+    "--partial",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Keep each finished batch in FILE and, when FILE exists, skip the batches it holds: "
+    "a stopped evaluation continues when rerun with the same options (sequence models, one "
+    "process).",
+)
 @_DIST_TIMEOUT
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
