@@ -292,7 +292,7 @@ def _partial_header(path: str, dataset: Dataset, split: str, batches: int, *,
     """What an evaluation's figures depend on, for ``--partial``'s header: results kept under
     another header are never mixed in.
 
-    The checkpoint is named by the SHA-256 of its bytes: about a second for 400 MB (and the
+    The checkpoint is named by the SHA-256 of its bytes: under a second for 400 MB (and the
     file is in the page cache, just loaded), nothing beside hours of evaluation, while a size
     and mtime would refuse a copied file and could miss one rewritten within the clock's
     resolution. The chunk size is there because it groups the draws and the logsumexp merge,
@@ -305,8 +305,8 @@ def _partial_header(path: str, dataset: Dataset, split: str, batches: int, *,
         checkpoint_sha256=file_sha256(path), dataset=dataset.name, split=split,
         split_sha256=sequences_sha256(dataset.splits[split]), batches=batches,
         batch_size=batch_size, num_samples=num_samples, chunk_size=chunk_size, seed=seed,
-        precision=precision, device=device.type,
-        versions={"pyro_lnf": __version__, "torch": torch.__version__, "pyro": pyro.__version__},
+        precision=precision, device=device.type, pyro_lnf_version=__version__,
+        torch_version=torch.__version__, pyro_version=pyro.__version__,
     )
 
 
