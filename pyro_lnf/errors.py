@@ -32,7 +32,8 @@ class CheckpointError(LnfError):
 
 
 class FolderLockedError(LnfError):
-    """A run folder that another live process holds (:class:`pyro_lnf.io.FolderLock`)."""
+    """A run folder (:class:`pyro_lnf.io.FolderLock`), or a file such as ``lnf evaluate
+    --partial``'s, that another live process holds."""
 
 
 class DivergenceError(LnfError):
@@ -40,8 +41,8 @@ class DivergenceError(LnfError):
     run folder keeps its last good checkpoint."""
 
 
-class TrainingInterrupted(LnfError):
-    """Training stopped on SIGINT or SIGTERM after saving its exact position.
+class Interrupted(LnfError):
+    """A command stopped on SIGINT or SIGTERM at a point it can continue from.
 
     :ivar signum: the signal; the command line exits with ``128 + signum`` (130, 143).
     """
@@ -49,3 +50,11 @@ class TrainingInterrupted(LnfError):
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
         self.signum = signum
+
+
+class TrainingInterrupted(Interrupted):
+    """Training stopped on SIGINT or SIGTERM after saving its exact position."""
+
+
+class EvaluationInterrupted(Interrupted):
+    """``lnf evaluate --partial`` stopped between batches; its file keeps the finished ones."""

@@ -34,7 +34,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,12 +49,14 @@ from pyro_lnf.nn.checks import check_between
 from pyro_lnf.nn.modes import evaluating
 
 __all__ = [
+    "BATCH_SUMS",
     "MAX_BATCH_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_PASS_UNITS",
     "MAX_SAMPLES",
     "METRIC_LABELS",
     "PERPLEXITY_LABELS",
+    "BatchResult",
     "ImportanceEstimate",
     "check_evaluate_options",
     "evaluate",
@@ -90,6 +92,45 @@ class ImportanceEstimate:
     reconstruction: torch.Tensor
     kl: torch.Tensor
     num_samples: int
+
+
+#: The order of :attr:`BatchResult.sums`.
+BATCH_SUMS = ("log_lik", "elbo", "rec", "kl", "units", "frames")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What :func:`evaluate` keeps of one batch: everything its reductions read, as the
+    float64 sums it adds in batch order, so figures rebuilt from kept results (a resumed
+    ``lnf evaluate --partial``) are the very same floats.
+
+    :ivar index: the batch's place in the split.
+    :ivar sums: Σ log p̂_K, Σ ELBO, Σ reconstruction, Σ KL, Σ units, Σ frames (:data:`BATCH_SUMS`).
+    :ivar log_likelihood: each sequence's log p̂_K(x), in batch order.
+    """
+
+    index: int
+    sums: tuple[float, ...]
+    log_likelihood: tuple[float, ...]
+
+    @property
+    def sequences(self) -> int:
+        return len(self.log_likelihood)
+
+
+def _batch_result(module: torch.nn.Module, index: int, batch: Any,
+                  est: ImportanceEstimate) -> BatchResult:
+    """One batch's :class:`BatchResult`, summed in float64."""
+    log_lik = est.log_likelihood.double()
+    sums = (
+        log_lik.sum().item(),
+        est.elbo.double().sum().item(),
+        est.reconstruction.double().sum().item(),
+        est.kl.double().sum().item(),
+        module.normalizer(batch).double().sum().item(),
+        batch.lengths.double().sum().item(),
+    )
+    return BatchResult(index, sums, tuple(log_lik.tolist()))
 
 
 def _per_sequence(log_prob: torch.Tensor | float, k: int) -> torch.Tensor:
@@ -275,6 +316,8 @@ def evaluate(
     seed: int | None = None,
     group: Any = None,
     per_sequence: bool = False,
+    done: Mapping[int, BatchResult] | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
 ) -> dict[str, Any]:
     r"""Importance-sampled NLL and the ELBO of a model over a data set, in nats and bits.
 
@@ -304,36 +347,37 @@ def evaluate(
         every figure is the same for any number of ranks.
     :param per_sequence: also return ``log_likelihood_per_sequence``, the list of
         :math:`\log \hat p_K(x)` in batch order.
+    :param done: results already computed, by batch index (a resumed evaluation): those
+        batches are not evaluated again and their results enter the sums as they are; needs
+        ``seed``, so every other batch draws as it would have, and one process.
+    :param on_batch: called with each batch's result as soon as it is computed (to keep it).
     """
     from pyro_lnf.distributed import all_gather
 
+    done = done or {}
+    if done and (seed is None or group is not None):
+        raise ConfigError("resuming an evaluation needs a seed and one process")
     rank, world = (0, 1) if group is None else (group.rank, group.world)
-    parts = []
+    parts = list(done.values())
     passes = _importance_passes(module, batches, num_samples, chunk_size, device,
-                                seed=seed, rank=rank, world=world)
+                                seed=seed, rank=rank, world=world, skip=done)
     for i, batch, est in passes:
-        log_lik = est.log_likelihood.double()
-        parts.append((i, (
-            log_lik.sum().item(),
-            est.elbo.double().sum().item(),
-            est.reconstruction.double().sum().item(),
-            est.kl.double().sum().item(),
-            module.normalizer(batch).double().sum().item(),
-            batch.lengths.double().sum().item(),
-            int(batch.lengths.shape[0]),
-        ), log_lik.tolist() if per_sequence else None))
-    gathered = sorted((p for ps in all_gather(parts, group) for p in ps), key=lambda p: p[0])
-    totals = dict.fromkeys(("log_lik", "elbo", "rec", "kl", "units", "frames"), 0.0)
+        result = _batch_result(module, i, batch, est)
+        if on_batch is not None:
+            on_batch(result)
+        parts.append(result)
+    gathered = sorted((p for ps in all_gather(parts, group) for p in ps), key=lambda p: p.index)
+    totals = dict.fromkeys(BATCH_SUMS, 0.0)
     sequences = 0
-    for _, sums, _ in gathered:  # in batch order: the same float sums for any world size
-        for key, value in zip(totals, sums[:6], strict=True):
+    for part in gathered:  # in batch order: the same float sums for any world size
+        for key, value in zip(totals, part.sums, strict=True):
             totals[key] += value
-        sequences += sums[6]
+        sequences += part.sequences
     if sequences == 0:
         raise ConfigError("nothing to evaluate: the split has no sequences")
     units, frames = totals["units"], totals["frames"]
     nll = -totals["log_lik"]
-    extra = ({"log_likelihood_per_sequence": [x for _, _, xs in gathered for x in xs]}
+    extra = ({"log_likelihood_per_sequence": [x for p in gathered for x in p.log_likelihood]}
              if per_sequence else {})
     return {
         "sequences": sequences,
@@ -457,16 +501,17 @@ def _importance_passes(
     seed: int | None = None,
     rank: int = 0,
     world: int = 1,
+    skip: Container[int] = (),
 ) -> Iterator[tuple[int, Any, ImportanceEstimate]]:
     """The one per-sequence importance-sampling pass that :func:`evaluate` and
     :func:`perplexity` reduce: ``(index, batch on device, estimate)`` for batches ``rank,
-    rank + world, ...``, in eval mode at β = 1, batch ``i`` seeded with :func:`batch_seed`
-    when ``seed`` is given; ``device`` defaults to the module's."""
+    rank + world, ...`` not in ``skip``, in eval mode at β = 1, batch ``i`` seeded with
+    :func:`batch_seed` when ``seed`` is given; ``device`` defaults to the module's."""
     if device is None:
         device = next(iter(module.parameters()), torch.empty(0)).device
     with evaluating(module):
         for i, batch in enumerate(batches):
-            if i % world != rank:
+            if i % world != rank or i in skip:
                 continue
             if seed is not None:
                 torch.manual_seed(batch_seed(seed, i))

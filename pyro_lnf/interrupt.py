@@ -24,7 +24,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pyro_lnf.errors import TrainingInterrupted
+from pyro_lnf.errors import Interrupted, TrainingInterrupted
 
 __all__ = ["StopRequest", "StopRequested", "deferred_signals"]
 
@@ -64,8 +64,13 @@ class StopRequest:
 
 
 @contextlib.contextmanager
-def deferred_signals() -> Iterator[StopRequest]:
+def deferred_signals(
+    interrupted: type[Interrupted] = TrainingInterrupted,
+) -> Iterator[StopRequest]:
     """Defer SIGINT and SIGTERM inside the ``with`` body; restore the old handlers after.
+
+    A second signal raises ``interrupted`` (training's or evaluation's kind of stop), so
+    the caller's kind is what a user or a catching caller sees.
 
     Off the main thread (where Python cannot install handlers) signals are not deferred and
     the request never fires.
@@ -79,7 +84,7 @@ def deferred_signals() -> Iterator[StopRequest]:
         if request.signum is None:
             request.signum = signum
             return
-        raise TrainingInterrupted(
+        raise interrupted(
             f"{signal.Signals(signum).name} again: stopped at once, without saving", signum
         )
 

@@ -10,7 +10,7 @@ import click
 # Only light modules at the top: `pyro_lnf` imports its names lazily and `errors` and `nn.checks`
 # import nothing, so `lnf --help` and a usage error do not wait for torch and Pyro (seconds);
 # each command imports what it runs.
-from pyro_lnf.errors import LnfError, TrainingInterrupted
+from pyro_lnf.errors import Interrupted, LnfError
 
 # --model's and --dataset's choices: the presets' model names and the dataset registry's names,
 # each kept where it imports nothing heavy (the registry checks that it agrees).
@@ -394,6 +394,15 @@ def train(model: str, dataset: str, data_dir: str | None, config_extras: dict, *
     is_flag=True,
     help="With --json: add log_likelihood_per_sequence, each sequence's log p̂(x) in batch order.",
 )
+@click.option(
+    "--partial",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Keep each finished batch in FILE and, when FILE exists, skip the batches it holds: "
+    "a stopped evaluation continues when rerun with the same options (sequence models, one "
+    "process).",
+)
 @_DIST_TIMEOUT
 @_DATA_DIR
 def evaluate(checkpoint: str, as_json: bool, **options) -> None:
@@ -657,7 +666,7 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
         lnf.main(standalone_mode=False)
-    except TrainingInterrupted as err:
+    except Interrupted as err:
         click.echo(f"stopped: {err}", err=True)
         sys.exit(128 + err.signum)
     except LnfError as err:

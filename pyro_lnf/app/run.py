@@ -15,13 +15,16 @@ from rich.progress import track
 
 from pyro_lnf.checkpoint import load_checkpoint, model_from_checkpoint
 from pyro_lnf.datasets import Dataset, load_dataset
-from pyro_lnf.errors import ConfigError
+from pyro_lnf.errors import ConfigError, EvaluationInterrupted
 from pyro_lnf.evaluate import evaluate, perplexity
+from pyro_lnf.interrupt import StopRequested, deferred_signals
+from pyro_lnf.io import file_sha256
 from pyro_lnf.models.baseline import LSTMBaseline
 from pyro_lnf.models.lnf import LatentFlowModel
 from pyro_lnf.models.nvdm import NVDM
 from pyro_lnf.models.sentence_vae import SentenceVAE
 from pyro_lnf.nn.precision import PRECISIONS, bulk_precision
+from pyro_lnf.partial import PartialResults, sequences_sha256
 from pyro_lnf.app.config import (
     LatentFlowConfig, LSTMConfig, ModelConfig, NVDMConfig, SentenceVAEConfig, from_recorded,
     model_kwargs, model_options, option_names, preset, with_overrides,
@@ -185,6 +188,7 @@ def evaluate_checkpoint(
     seed: int = 0,
     quiet: bool = False,
     per_sequence: bool = False,
+    partial: str | None = None,
 ) -> dict[str, Any]:
     """Importance-sampled NLL and ELBO of a saved model on one split of its dataset.
 
@@ -197,6 +201,12 @@ def evaluate_checkpoint(
 
     ``precision="bf16"`` runs the latent-flow model's LSTMs and emission projection in
     bfloat16 on CPU (:mod:`pyro_lnf.nn.precision`); densities and weights stay in float32.
+
+    ``partial`` names a file (:mod:`pyro_lnf.partial`) that keeps each finished batch, so an
+    evaluation stopped (SIGINT, SIGTERM, a kill) continues where it was when rerun with the
+    same options: the figures equal an uninterrupted run's. SIGINT or SIGTERM then stop it
+    between batches (:class:`~pyro_lnf.errors.EvaluationInterrupted`). Sequence models, one
+    process.
     """
     from pyro_lnf.checkpoint import check_fits_dataset
     from pyro_lnf.distributed import current
@@ -222,6 +232,8 @@ def evaluate_checkpoint(
             f"evaluating a {module.name} under torchrun is not supported yet; run lnf evaluate "
             "in one process"
         )
+    if partial is not None:
+        _check_resumable(module, group)
     if module.config.get("dataset") is None:
         raise ConfigError(f"checkpoint {path} does not name its dataset, which evaluating needs")
     dataset = load_dataset(module.config["dataset"], data_dir=data_dir)
@@ -238,11 +250,18 @@ def evaluate_checkpoint(
         )
         results["analytic_kl_nats_per_sequence"] = _mean_analytic_kl(module, batches)
     else:
+        options = dict(num_samples=num_samples, chunk_size=chunk_size, device=device, seed=seed,
+                       per_sequence=per_sequence)
         with bulk_precision(PRECISIONS[precision]):
-            results = evaluate(
-                module, tracked, num_samples=num_samples, chunk_size=chunk_size, device=device,
-                seed=seed, group=group, per_sequence=per_sequence,
-            )
+            if partial is None:
+                results = evaluate(module, tracked, group=group, **options)
+            else:
+                header = _partial_header(
+                    path, dataset, split, len(batches), batch_size=batch_size,
+                    num_samples=num_samples, chunk_size=chunk_size, seed=seed,
+                    precision=precision, device=device,
+                )
+                results = _resumable(partial, header, module, batches, tracked, options)
     results.update(
         dataset=dataset.name,
         split=split,
@@ -252,3 +271,58 @@ def evaluate_checkpoint(
         seed=seed,
     )
     return results
+
+
+def _check_resumable(module: torch.nn.Module, group: Any) -> None:
+    """Refuse ``--partial`` where a resumed evaluation could not equal an uninterrupted one,
+    or where kept batches would need every rank's results on every batch."""
+    if isinstance(module, (SentenceVAE, NVDM)):
+        raise ConfigError(
+            f"--partial is for the sequence models, not {module.name!r}: a VAE's draws are "
+            "seeded once for the whole split, so a resumed run could not repeat them"
+        )
+    if group is not None:
+        raise ConfigError("--partial is not supported under torchrun; run lnf evaluate in one "
+                          "process")
+
+
+def _partial_header(path: str, dataset: Dataset, split: str, batches: int, *,
+                    batch_size: int, num_samples: int, chunk_size: int | None, seed: int,
+                    precision: str, device: torch.device) -> dict[str, Any]:
+    """What an evaluation's figures depend on, for ``--partial``'s header: results kept under
+    another header are never mixed in.
+
+    The checkpoint is named by the SHA-256 of its bytes: under a second for 400 MB (and the
+    file is in the page cache, just loaded), nothing beside hours of evaluation, while a size
+    and mtime would refuse a copied file and could miss one rewritten within the clock's
+    resolution. The chunk size is there because it groups the draws and the logsumexp merge,
+    which moves figures by rounding; the device type because CPU and CUDA draw from different
+    generators. ``per_sequence`` is not: every batch line keeps its sequences' values.
+    """
+    from pyro_lnf import __version__
+
+    return dict(
+        checkpoint_sha256=file_sha256(path), dataset=dataset.name, split=split,
+        split_sha256=sequences_sha256(dataset.splits[split]), batches=batches,
+        batch_size=batch_size, num_samples=num_samples, chunk_size=chunk_size, seed=seed,
+        precision=precision, device=device.type, pyro_lnf_version=__version__,
+        torch_version=torch.__version__, pyro_version=pyro.__version__,
+    )
+
+
+def _resumable(partial: str, header: dict[str, Any], module: torch.nn.Module,
+               batches: list[Any], tracked: Iterable[Any], options: dict[str, Any]
+               ) -> dict[str, Any]:
+    """:func:`evaluate` keeping each batch in ``partial`` and skipping those it holds; a
+    first SIGINT or SIGTERM stops it between batches, with how to continue."""
+    sizes = [int(batch.lengths.shape[0]) for batch in batches]
+    with PartialResults(partial, header, sizes) as kept, \
+            deferred_signals(EvaluationInterrupted) as stop:
+        try:
+            return evaluate(module, stop.checked(tracked), done=kept.done,
+                            on_batch=kept.append, **options)
+        except StopRequested:
+            raise EvaluationInterrupted(
+                f"interrupted by {stop.name} after {kept.kept} of {len(batches)} batches, kept "
+                f"in {partial}; run the same command to continue", stop.signum,
+            ) from None

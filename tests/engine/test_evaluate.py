@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -12,8 +13,9 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from pyro_lnf.errors import ConfigError
+from pyro_lnf.errors import ConfigError, FolderLockedError
 from pyro_lnf.evaluate import METRIC_LABELS, evaluate, importance_log_likelihood, importance_sample
+from pyro_lnf.partial import PartialResults
 
 
 @pytest.fixture(autouse=True)
@@ -267,3 +269,121 @@ def test_unguided_latent_is_refused():
 
     with pytest.raises(ValueError, match="'u' is neither observed nor sampled by the guide"):
         importance_log_likelihood(model, lambda batch: None, None, num_samples=2)
+
+
+# --- resumable evaluation (pyro_lnf.partial) -------------------------------------------------
+
+PARTIAL_BATCHES = [make_batch(n, 6, seed=20 + n) for n in (3, 5, 2, 4, 3)]
+PARTIAL_SIZES = [b.x.shape[0] for b in PARTIAL_BATCHES]
+HEADER = {"checkpoint_sha256": "ab" * 32, "num_samples": 5, "seed": 3}
+
+
+class Stop(Exception):
+    """Stands for a kill: raised once batch ``after`` is kept."""
+
+
+def _evaluate(partial: PartialResults | None = None, **options) -> dict:
+    model = LinearGaussian(max_len=6, loc_factor=0.7, scale_factor=1.3)  # an inexact guide
+    kept = {} if partial is None else dict(done=partial.done, on_batch=partial.append)
+    kept.update(options)
+    return evaluate(model, PARTIAL_BATCHES, num_samples=5, chunk_size=2, seed=3,
+                    per_sequence=True, **kept)
+
+
+def _interrupted(path, after: int) -> None:
+    """An evaluation into ``path`` stopped once batch ``after`` is kept."""
+    with PartialResults(path, HEADER, PARTIAL_SIZES) as partial:
+        def keep_then_stop(result):
+            partial.append(result)
+            if result.index == after:
+                raise Stop
+
+        with pytest.raises(Stop):
+            _evaluate(on_batch=keep_then_stop)
+
+
+@pytest.mark.parametrize("after", [0, 2, 4])
+def test_a_resumed_evaluation_equals_an_uninterrupted_one(tmp_path, after):
+    straight = _evaluate()
+    path = tmp_path / "partial.jsonl"
+    _interrupted(path, after)
+    computed = []
+    with PartialResults(path, HEADER, PARTIAL_SIZES) as partial:
+        assert sorted(partial.done) == list(range(after + 1))
+        keep = partial.append
+        resumed = _evaluate(partial, on_batch=lambda r: (computed.append(r.index), keep(r)))
+    assert computed == list(range(after + 1, len(PARTIAL_BATCHES)))
+    assert resumed == straight  # every float the very same, per sequence too
+    with PartialResults(path, HEADER, PARTIAL_SIZES) as partial:  # all kept: nothing to compute
+        assert _evaluate(partial, on_batch=lambda r: pytest.fail("recomputed")) == straight
+
+
+def test_a_torn_last_line_is_dropped_and_the_batch_computed_again(tmp_path):
+    straight = _evaluate()
+    path = tmp_path / "partial.jsonl"
+    _interrupted(path, 1)
+    with open(path, "ab") as f:
+        f.write(b'{"batch": 2, "sums": [1.5, -0.2')  # killed mid-write
+    with PartialResults(path, HEADER, PARTIAL_SIZES) as partial:
+        assert sorted(partial.done) == [0, 1]
+        assert _evaluate(partial) == straight
+    lines = path.read_text().splitlines()
+    assert len(lines) == 1 + len(PARTIAL_BATCHES) and all(json.loads(x) for x in lines)
+
+
+def test_another_evaluations_file_is_refused_naming_what_differs(tmp_path):
+    path = tmp_path / "partial.jsonl"
+    _interrupted(path, 0)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError) as refused:
+        with PartialResults(path, {**HEADER, "num_samples": 10}, PARTIAL_SIZES):
+            pass
+    assert "holds results of another evaluation: num_samples 5 (now 10);" in str(refused.value)
+    assert path.read_bytes() == before
+
+
+def test_a_second_writer_is_refused(tmp_path):
+    path = tmp_path / "partial.jsonl"
+    with PartialResults(path, HEADER, PARTIAL_SIZES):
+        with pytest.raises(FolderLockedError, match="in use by another lnf evaluate"):
+            with PartialResults(path, HEADER, PARTIAL_SIZES):
+                pass
+
+
+def _header_line() -> bytes:
+    return (json.dumps({"format": "lnf-evaluate-partial/1", **HEADER}) + "\n").encode()
+
+
+def _batch_line(**changes) -> bytes:
+    line = {"batch": 0, "sums": [0.5] * 6, "log_likelihood": [-1.0] * 3, **changes}
+    return (json.dumps(line) + "\n").encode()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "line 1: not a JSON object"),
+    (b"no newline at all", "no complete first line"),
+    (b'{"format": "something else"}\n', "does not start with an lnf evaluate --partial header"),
+    (b"[" * 5000 + b"\n", "line 1: not a JSON object"),
+    (_header_line() + b"[1, 2]\n", "line 2: not a JSON object"),
+    (_header_line() + b"\xff\xfe\n", "line 2: not a JSON object"),
+    (_header_line() + _batch_line(batch="0"), "line 2: batch must be an index below 5"),
+    (_header_line() + _batch_line(batch=True), "line 2: batch must be an index below 5"),
+    (_header_line() + _batch_line(batch=5), "line 2: batch must be an index below 5"),
+    (_header_line() + _batch_line(batch=10**400), "line 2: batch must be an index below 5"),
+    (_header_line() + _batch_line(extra=1), "expected the keys batch, sums, log_likelihood"),
+    (_header_line() + _batch_line(sums=[0.5] * 5), "line 2: sums must be 6 numbers"),
+    (_header_line() + _batch_line(sums=["0.5"] * 6), "line 2: sums must be 6 numbers"),
+    (_header_line() + _batch_line(log_likelihood=[-1.0] * 4),
+     "log_likelihood must be 3 numbers, one per sequence of batch 0"),
+    (_header_line() + _batch_line(log_likelihood=[-1] * 3), "log_likelihood must be 3 numbers"),
+    (_header_line() + _batch_line() + _batch_line(), "line 3: batch 0 appears twice"),
+    (_header_line() + b"{}\n" * 100_000, "more than this evaluation can write"),
+])
+def test_a_hostile_or_corrupt_file_is_one_line_and_left_as_it_was(tmp_path, content, message):
+    path = tmp_path / "partial.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused:
+        with PartialResults(path, HEADER, PARTIAL_SIZES):
+            pass
+    assert message in str(refused.value) and "\n" not in str(refused.value)
+    assert path.read_bytes() == content
