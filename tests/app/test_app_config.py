@@ -78,3 +78,12 @@ def test_lnf_train_refuses_an_option_of_another_model_in_one_line(monkeypatch, c
     assert exit_.value.code == 1 and len(err.strip().splitlines()) == 1
     assert err.startswith("error: --flow-layers does not apply to model 'lstm'")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_flow_model_names_are_the_models_priors():
+    # The CLI reads the names from the import-free config module, the model from its PRIORS:
+    # two lists that must stay one.
+    from pyro_lnf.app.config import FLOW_MODELS
+    from pyro_lnf.models.lnf import PRIORS
+
+    assert set(FLOW_MODELS) == set(PRIORS)
