@@ -455,7 +455,9 @@ def perplexity(
 
     Example::
 
-        >>> perplexity(nvdm, ds.batches("test", 500), num_samples=20)["ppl_elbo"]
+        >>> ds = load_dataset("20news")                    # doctest: +SKIP
+        >>> nvdm = load_model("runs/nvdm-vmf/best.pt")     # doctest: +SKIP
+        >>> perplexity(nvdm, ds.batches("test", 500), num_samples=20)["ppl_elbo"]  # doctest: +SKIP
     """
     if average is None:
         average = getattr(module, "perplexity_average", "corpus")

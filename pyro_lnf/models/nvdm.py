@@ -57,10 +57,13 @@ class NVDM(VAEMixin, nn.Module):
 
     Example::
 
-        >>> ds = load_dataset("20news")
-        >>> nvdm = NVDM(ds.num_features, latent="vmf")
-        >>> batch = next(ds.batches("train", 50))          # (50, 2000) word counts
+        >>> from pyro_lnf.datasets import collate
+        >>> documents = [torch.randint(0, 2000, (30,)) for _ in range(50)]  # word ids
+        >>> batch = collate(documents, range(50), bow_size=2000)   # (50, 2000) word counts
+        >>> nvdm = NVDM(2000, latent="vmf")
         >>> kl = nvdm.analytic_kl(batch)                   # (50,), all equal for the vMF
+        >>> bool(torch.allclose(kl, kl[0]))
+        True
 
     Reference: Miao, Yu & Blunsom (2016), §3.1; Xu & Durrett (2018), §4.
     """
@@ -128,7 +131,10 @@ class NVDM(VAEMixin, nn.Module):
 
         Example::
 
+            >>> nvdm = NVDM(2000)
             >>> counts = nvdm.generate(nvdm.prior(4).sample(), num_words=100)
+            >>> counts.shape, counts.sum(-1).tolist()
+            (torch.Size([4, 2000]), [100.0, 100.0, 100.0, 100.0])
         """
         sizes = torch.as_tensor(num_words, device=z.device).expand(z.shape[:-1])
         if sizes.dtype.is_floating_point or bool((sizes < 1).any()):

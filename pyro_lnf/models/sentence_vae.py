@@ -89,10 +89,14 @@ class SentenceVAE(VAEMixin, nn.Module):
 
     Example::
 
-        >>> ds = load_dataset("ptb_words")
-        >>> vae = SentenceVAE.from_vocab(ds.vocab, latent="vmf", decoder="inputless")
-        >>> batch = next(ds.batches("train", 32))
+        >>> from pyro_lnf.datasets import collate
+        >>> vae = SentenceVAE(20, latent="vmf", decoder="inputless", pad_index=0, sos_index=1,
+        ...                   eos_index=2)        # or SentenceVAE.from_vocab(dataset.vocab)
+        >>> sentences = [torch.tensor([5, 9, 7, 2]), torch.tensor([11, 4, 2])]  # end in <eos>
+        >>> batch = collate(sentences, [0, 1], pad_value=0)
         >>> loss = pyro.infer.Trace_ELBO().differentiable_loss(vae.model, vae.guide, batch)
+        >>> bool(loss.isfinite())
+        True
 
     Reference: Xu & Durrett (2018), §3 and §5; Bowman et al. (2016).
     """
@@ -251,7 +255,10 @@ class SentenceVAE(VAEMixin, nn.Module):
 
         Example::
 
+            >>> vae = SentenceVAE(20, pad_index=0, sos_index=1, eos_index=2)
             >>> tokens, lengths, _ = vae.generate(vae.prior(4).sample(), max_length=40)
+            >>> tokens.shape[0], bool((lengths <= 40).all())
+            (4, True)
         """
         check_positive_int("max_length", max_length)
         with evaluating(self):

@@ -354,8 +354,11 @@ class TemporalFlowDistribution(TorchDistribution):
 
     Example::
 
-        >>> prior = flow.distribution(lengths)                    # lengths (B,)
+        >>> flow = TemporalFlow(8, "iaf", max_length=100, num_layers=2, lstm_hidden=32)
+        >>> prior = flow.distribution(torch.tensor([5, 3]))      # lengths (B,)
         >>> z, lp = prior.rsample_with_log_prob(temperature=0.7)  # lp == prior.log_prob(z)
+        >>> bool(torch.allclose(lp, prior.log_prob(z), atol=1e-4))
+        True
 
     Reference: Ziegler & Rush, "Latent Normalizing Flows for Discrete Sequences", ICML 2019.
     """
