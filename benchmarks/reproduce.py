@@ -7,18 +7,20 @@ epochs, their KL schedule), then ``lnf evaluate best.pt --split test --samples K
 does not depend on the package's internal layout.
 
 Resumable: rerunning the same command resumes a model from ``OUT/MODEL/last.pt``, skips a
-finished one, and re-evaluates only a checkpoint that changed. ``--budget`` splits the
-remaining wall-clock evenly over the models still to train; when a model's share is spent it
-gets SIGTERM (``lnf train`` saves its exact position and exits 143), what checkpoint there is
-gets evaluated, and the table says "budget-limited" with the epochs reached. Evaluation time
-is not budgeted: the last evaluation may end after the budget.
+finished one, and re-evaluates only a checkpoint that changed. ``--budget`` gives each model
+an equal share of the training wall-clock (``lnf train --max-time``, which counts a run's time
+over every rerun, so a stopped reproduction, e.g. at a session's end, goes on to the same
+total, and a rerun without ``--budget`` keeps each run's); a model ends after the epoch that
+spends its share, what checkpoint there is gets evaluated, and the table says
+"budget-limited" with the epochs reached (a larger ``--budget`` goes on). Evaluation time is
+not budgeted.
 
 Usage::
 
     python benchmarks/reproduce.py --dataset nottingham --models afaf,afscf,iafscf,indep,lstm \\
         --out runs/repro-nottingham --device cuda
     python benchmarks/reproduce.py --dataset jsb_chorales --models afaf,lstm \\
-        --out runs/repro-jsb --budget 2h                      # CPU: stop each model in time
+        --out runs/repro-jsb --budget 2h                      # CPU: 1 h of training each
     python benchmarks/reproduce.py --dataset jsb_chorales --models afaf \\
         --out runs/jsb-short --epochs 30 --kl-initial-zero 5 --kl-rampup 10 \\
         --table results.md -- --nll-every 0                  # anything after -- goes to lnf train
@@ -60,9 +62,6 @@ PAPER: dict[str, dict[str, float]] = {
     "jsb_chorales": {"afaf": 6.53, "afscf": 6.64, "iafscf": 6.59, "lstm": 8.17},
     "ptb_char": {"afaf": 1.42, "afscf": 1.46, "iafscf": 1.63, "lstm": 1.41, "indep": 2.90},
 }
-#: After SIGTERM ``lnf train`` finishes its optimizer step (or validation batch) and saves;
-#: one step of a long MuseData piece on a CPU can take minutes.
-GRACE_S = 900.0
 #: Options that this script sets itself and must not come after ``--``.
 RESERVED = ("--model", "--dataset", "--out", "--resume", "--device", "--epochs")
 #: ``lnf train`` options that only the flows take (the LSTM refuses them): dropped from the
@@ -127,7 +126,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--out", required=True, type=Path, help="one run folder per model here")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, ...")
     parser.add_argument("--budget", type=parse_duration, default=None,
-                        help="wall-clock for all the training, e.g. 2h (default: none)")
+                        help="training wall-clock for all the models, split evenly, e.g. 2h "
+                        "(default: none)")
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
     parser.add_argument("--kl-initial-zero", type=int, default=None,
                         help="flows only (default: the preset's)")
@@ -206,8 +206,9 @@ def is_finished(records: list[dict[str, Any]], epochs: int) -> bool:
 
 def train(args: argparse.Namespace, extra: list[str], model: str, run: Path,
           seconds: float | None, signals: Signals) -> tuple[str, float]:
-    """Train or resume ``model`` for at most ``seconds``; ("finished" | "budget-limited",
-    wall-clock seconds)."""
+    """Train or resume ``model``, with ``lnf train --max-time`` when ``seconds`` is given
+    (its training wall-clock summed over every rerun); ("finished" | "budget-limited",
+    wall-clock seconds of this call)."""
     command = [*LNF, "train", "--model", model, "--dataset", args.dataset, "--out", str(run),
                "--epochs", str(args.epochs), "--device", args.device,
                "--checkpoint-every", "10m", "--quiet"]
@@ -215,6 +216,8 @@ def train(args: argparse.Namespace, extra: list[str], model: str, run: Path,
         for name in ("kl_initial_zero", "kl_rampup"):
             if getattr(args, name) is not None:
                 command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    if seconds is not None:
+        command += ["--max-time", f"{seconds:.3f}s"]
     if (run / "last.pt").exists():
         command.append("--resume")
     command += for_model(extra, model)
@@ -226,28 +229,16 @@ def train(args: argparse.Namespace, extra: list[str], model: str, run: Path,
         signals.child = proc = subprocess.Popen(command, cwd=REPO, stdout=log,
                                                 stderr=subprocess.STDOUT)
         signals.check()  # a signal between the check above and Popen
-        stopped = False
         try:
-            proc.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            stopped = True
-            proc.send_signal(signal.SIGTERM)  # lnf saves its exact position, exits 143
-            try:
-                proc.wait(timeout=GRACE_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()  # loses the steps since the last checkpoint, nothing more
-                proc.wait()
+            proc.wait()
         finally:
             signals.child = None
     elapsed = time.monotonic() - start
     signals.check()
-    # -SIGTERM: the signal came before lnf's training loop deferred it (still starting up).
-    if stopped and proc.returncode in (0, 128 + signal.SIGTERM, -signal.SIGTERM, -signal.SIGKILL):
-        return ("finished" if proc.returncode == 0 else "budget-limited"), elapsed
     if proc.returncode != 0:
         raise Failure(f"lnf train for {model} failed (exit {proc.returncode}): "
                       f"{last_line(run / 'train.log')} (log: {run / 'train.log'})")
-    return "finished", elapsed
+    return ("finished" if is_finished(read_metrics(run), args.epochs) else "budget-limited"), elapsed
 
 
 def last_line(path: Path) -> str:
@@ -291,13 +282,10 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
     if is_finished(records, args.epochs):
         entry["status"] = "finished"
         print(f"{model}: finished ({len(records)} epochs), not retrained", file=sys.stderr)
-    elif seconds is not None and seconds <= 0:
-        entry["status"] = "budget-limited"
-        print(f"{model}: no budget left, not trained", file=sys.stderr)
     else:
         resumed = (run / "last.pt").exists()
         print(f"{model}: {'resuming' if resumed else 'training'}"
-              f"{'' if seconds is None else f' for at most {seconds:.0f} s'}", file=sys.stderr)
+              f"{'' if seconds is None else f' to a budget of {seconds:.0f} s'}", file=sys.stderr)
         entry["status"], elapsed = train(args, extra, model, run, seconds, signals)
         entry["train_s"] = entry.get("train_s", 0.0) + elapsed
         entry["devices"] = sorted({*entry.get("devices", []), args.device})
@@ -397,7 +385,6 @@ def save(args: argparse.Namespace, state: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args, extra = parse_args(sys.argv[1:] if argv is None else argv)
-    start = time.monotonic()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.json"
     state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
@@ -414,12 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     state.setdefault("models", {})
     signals = Signals()
     try:
-        for index, model in enumerate(args.models):
-            share = None
-            if args.budget is not None:  # what earlier models left, split over those left
-                left = [m for m in args.models[index:]
-                        if not is_finished(read_metrics(args.out / m), args.epochs)]
-                share = (args.budget - (time.monotonic() - start)) / max(len(left), 1)
+        share = None if args.budget is None else args.budget / len(args.models)
+        for model in args.models:
             run_model(args, extra, model, state["models"].setdefault(model, {}), share, signals)
             save(args, state)
     finally:

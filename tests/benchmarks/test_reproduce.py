@@ -65,20 +65,25 @@ def test_table_then_rerun_skips(tmp_path, data_dir):
     assert (tmp_path / "results.md").read_text() == table
 
 
-def test_budget_stops_with_sigterm_then_rerun_resumes(tmp_path, data_dir):
-    # 1000 epochs cannot fit in 15 s: the budget must stop the run, and lnf must save.
+def test_budget_ends_each_model_after_the_epoch_that_spends_it_then_rerun_resumes(
+        tmp_path, data_dir):
+    # 1000 epochs cannot fit in a second: lnf train --max-time ends the run after an epoch.
     first = reproduce(tmp_path, data_dir, "--models", "afaf", "--epochs", "1000",
-                      "--budget", "15s")
+                      "--budget", "1s")
     assert first.returncode == 0, first.stderr
     log = (tmp_path / "afaf" / "train.log").read_text()
-    assert "interrupted by SIGTERM" in log and (tmp_path / "afaf" / "last.pt").exists()
+    assert "--max-time 1.000s" in log and "stopped: --max-time spent" in log
+    assert (tmp_path / "afaf" / "last.pt").exists()
     cells = row((tmp_path / "results.md").read_text(), "AF/AF")
     reached = len((tmp_path / "afaf" / "metrics.jsonl").read_text().splitlines())
     # The preset's KL schedule (20 + 15 epochs) is not over: no best.pt, last.pt evaluated.
+    assert 1 <= reached < 1000
     assert cells[4] == f"{reached} of 1000, budget-limited (last.pt: no best.pt yet)"
     assert float(cells[1]) > 0
 
-    second = reproduce(tmp_path, data_dir, "--models", "afaf", "--epochs", str(reached + 1))
+    # A larger budget goes on (without one, a resumed run keeps the budget it was given).
+    second = reproduce(tmp_path, data_dir, "--models", "afaf", "--epochs", str(reached + 1),
+                       "--budget", "1h")
     assert second.returncode == 0, second.stderr
     assert "resuming" in second.stderr
     lines = (tmp_path / "afaf" / "metrics.jsonl").read_text().splitlines()
