@@ -132,17 +132,19 @@ def scenario_train(rank: int, work: Path, result: dict) -> None:
           quiet(out=str(runs / "b"), resume=True, **CONFIG))
     result["identical"] = identical
     result["writes"] = seen
+    result["budget"] = _budget_run(rank)
 
 
-def scenario_budget(rank: int, work: Path, result: dict) -> None:
+def _budget_run(rank: int) -> tuple[int, bool]:
     """--max-time under torchrun: rank 0's clock runs a minute per reading, rank 1's is real,
     so only rank 0 finds the budget spent; every rank must stop where rank 0 does (a rank
     that went on alone would wait in its first collective until the test's timeout)."""
+    import types
+
+    import pyro_lnf.train
+
+    real = pyro_lnf.train.time
     if rank == 0:
-        import types
-
-        import pyro_lnf.train
-
         clock = [0.0]
 
         def minute_per_reading() -> float:
@@ -150,9 +152,12 @@ def scenario_budget(rank: int, work: Path, result: dict) -> None:
             return clock[0]
 
         pyro_lnf.train.time = types.SimpleNamespace(perf_counter=minute_per_reading)
-    summary = train(toy(), shuffled(SEQS, 3), shuffled(SEQS[:4], 2),
-                    quiet(**{**CONFIG, "epochs": 3, "max_minutes": 1.5}))
-    result["epochs"], result["out_of_time"] = summary.epochs, summary.out_of_time
+    try:
+        summary = train(toy(), shuffled(SEQS, 3), shuffled(SEQS[:4], 2),
+                        quiet(**{**CONFIG, "epochs": 3, "max_minutes": 1.5}))
+    finally:
+        pyro_lnf.train.time = real
+    return summary.epochs, summary.out_of_time
 
 
 def scenario_dead(rank: int, work: Path, result: dict) -> None:
