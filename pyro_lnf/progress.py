@@ -13,6 +13,7 @@ a minute), e.g. ``epoch 3/100 batch 40/229 step 498 loss 4.2312 KL 0.8120 β 0.0
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,11 +39,20 @@ def _clock(seconds: float | None) -> str:
 def _remaining(completed: float, total: float | None, elapsed: float | None,
                fields: dict[str, Any]) -> float | None:
     """Seconds left: the task's remaining items, plus ``fields["after"]`` items of later
-    epochs, at the speed so far."""
+    epochs, at the speed so far. With ``fields["budget_s"]`` (what ``--max-time`` left when
+    the task started) the later epochs are only those the budget reaches: the run ends after
+    the epoch during which it is spent (``fields["epoch_items"]`` items an epoch)."""
     if not completed or not elapsed or total is None:
         return None
     rate = elapsed / completed
-    return rate * (total - completed + fields.get("after", 0))
+    this_epoch = rate * (total - completed)
+    later = rate * fields.get("after", 0)
+    budget = fields.get("budget_s")
+    epoch_s = rate * fields.get("epoch_items", total)
+    if budget is not None and epoch_s > 0:
+        left_after_this_epoch = budget - elapsed - this_epoch
+        later = min(later, max(0, math.ceil(left_after_this_epoch / epoch_s)) * epoch_s)
+    return this_epoch + later
 
 
 class _ETA(ProgressColumn):

@@ -542,6 +542,12 @@ class _Run:
         by_time = self.clock_due() if clock is None else clock
         return bool(by_steps or by_time)
 
+    def budget_left(self) -> float | None:
+        """Seconds of ``max_minutes`` left (``None``: no budget), for the progress ETA."""
+        if self.config.max_minutes is None:
+            return None
+        return 60 * self.config.max_minutes - (self.wall0 + time.perf_counter() - self.started)
+
     def out_of_time(self) -> bool:
         """Whether ``max_minutes`` is spent (between epochs). Under torchrun rank 0's clock
         decides for every rank, so all of them stop after the same epoch."""
@@ -595,6 +601,7 @@ class _Run:
         i0, ramp = config.kl_initial_zero, config.kl_rampup
         task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=n, completed=state.batch,
                             started_at=state.batch, after=(config.epochs - epoch - 1) * n,
+                            epoch_items=n, budget_s=self.budget_left(),
                             step=state.step, loss=math.nan, kl="-",
                             beta=kl_schedule(epoch, 0.0, i0, ramp)[0], fps=0.0)
         module.train()
