@@ -44,3 +44,14 @@ def pytest_configure(config):
     # Test models are tiny: one thread beats two (thread start-up dominates), and CI has
     # only two cores.
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_thread():
+    """For tiny models: a second intra-op thread only adds synchronisation, which on a
+    shared 2-core machine costs several times the work itself."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

@@ -18,14 +18,8 @@ from pyro_lnf.evaluate import METRIC_LABELS, evaluate, importance_log_likelihood
 from pyro_lnf.partial import PartialResults
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds synchronisation, which on a shared 2-core
-    machine costs several times the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass

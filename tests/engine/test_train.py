@@ -33,14 +33,8 @@ from pyro_lnf.train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds synchronisation, which on a shared 2-core
-    machine costs several times the work itself."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @dataclass(frozen=True)
@@ -139,6 +133,19 @@ def quiet(**kwargs) -> TrainConfig:
 
 def read_metrics(path) -> list[dict]:
     return [json.loads(line) for line in (path / METRICS).read_text().splitlines()]
+
+
+def script_validation(monkeypatch, losses: list[float], kl: float = 0.0) -> None:
+    """Validation returns these −ELBOs in turn (reconstruction: loss − kl), which isolates
+    the plateau rule and best.pt from Monte Carlo noise."""
+    script = iter(losses)
+
+    def scripted(module, batches, num_samples, **kwargs):
+        loss = next(script)
+        return {"reconstruction_nats_per_unit": loss - kl, "kl_nats_per_unit": kl,
+                "elbo_loss_nats_per_unit": loss}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
 
 
 # --- the KL schedule -------------------------------------------------------------------------
@@ -305,14 +312,7 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
     # A scripted validation loss isolates the schedule from Monte Carlo noise. Annealing
     # (i0 = 2, R = 1) is done from epoch 4; patience 2. Epoch 0 has the lowest β = 1 loss of
     # all, as an untrained model at β = 1e-5 can: it must not become best.pt.
-    script = iter([3.0, 5.5, 6.0, 4.0, 4.5, 4.2, 3.9, 4.1, 4.0, 4.0])
-
-    def scripted(module, batches, num_samples, **kwargs):
-        loss = next(script)
-        return {"reconstruction_nats_per_unit": loss - 1.0, "kl_nats_per_unit": 1.0,
-                "elbo_loss_nats_per_unit": loss}
-
-    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    script_validation(monkeypatch, [3.0, 5.5, 6.0, 4.0, 4.5, 4.2, 3.9, 4.1, 4.0, 4.0], kl=1.0)
     data = batches(sequences(4), 4)
     config = quiet(epochs=10, lr=0.04, patience=2, out=str(tmp_path), kl_initial_zero=2,
                    kl_rampup=1)
@@ -336,14 +336,7 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
 def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, monkeypatch):
     # No annealing, patience 1: epoch 0 is the best, epoch 1 drops 0.04 -> 0.01, and epoch 2
     # would drop to 0.0025 < min_lr, so the run ends after 3 of its 10 epochs, rate unchanged.
-    script = iter([5.0, 5.5, 5.6, 4.0, 3.9])
-
-    def scripted(module, batches, num_samples, **kwargs):
-        loss = next(script)
-        return {"reconstruction_nats_per_unit": loss, "kl_nats_per_unit": 0.0,
-                "elbo_loss_nats_per_unit": loss}
-
-    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    script_validation(monkeypatch, [5.0, 5.5, 5.6, 4.0, 3.9])
     data = batches(sequences(4), 4)
     config = quiet(epochs=10, lr=0.04, patience=1, min_lr=0.005, out=str(tmp_path))
     summary = train(Toy(), data, data, config)
@@ -395,14 +388,7 @@ def test_a_checkpoint_from_before_the_plateau_entry_resumes_with_its_plateau_sta
         tmp_path, monkeypatch):
     # Checkpoints written before progress["plateau"] hold best_valid, best_epoch, bad_epochs
     # and stopped_early at the top of progress (a real run's last.pt among them).
-    script = iter([5.0, 5.5, 5.6, 4.0, 3.9])
-
-    def scripted(module, batches, num_samples, **kwargs):
-        loss = next(script)
-        return {"reconstruction_nats_per_unit": loss, "kl_nats_per_unit": 0.0,
-                "elbo_loss_nats_per_unit": loss}
-
-    monkeypatch.setattr("pyro_lnf.train.evaluate", scripted)
+    script_validation(monkeypatch, [5.0, 5.5, 5.6, 4.0, 3.9])
     data = batches(sequences(4), 4)
     config = quiet(epochs=10, lr=0.04, patience=1, min_lr=0.005, out=str(tmp_path))
     train(Toy(), data, data, config)

@@ -44,13 +44,8 @@ DOCUMENTS = [torch.tensor([0, 0, 3, 5, 5, 5]), torch.tensor([1, 2]), torch.tenso
 CASES = [(latent, decoder) for latent in ("gaussian", "vmf") for decoder in ("standard", "inputless")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: intra-op threads only add contention (10x slower on 2 busy cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny models: one thread (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sample_sites(trace) -> list[str]:
