@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 
@@ -627,8 +628,23 @@ def sample(checkpoint: str, mode: bool | None, between: tuple[int, int] | None, 
     default=None,
     help="PNG to write (default: RUN/curves.png for one run, ./curves.png for several).",
 )
-def plot(run_dirs: tuple[str, ...], out: str | None) -> None:
-    """Plot training curves (loss, KL, β and learning rate, validation NLL) against the epoch.
+@click.option("--x", "x_axis", type=click.Choice(["epoch", "hours"]), default="epoch",
+              show_default=True,
+              help="x axis: the epoch, or the wall-clock hours of training and validation "
+                   "(summed over resumes: compares runs given equal --max-time).")
+@click.option("--bits", is_flag=True,
+              help="Losses, KL and NLL in bits per unit (÷ ln 2; bits per character on PTB).")
+@click.option("--panel", "panels", multiple=True,
+              type=click.Choice(["loss", "kl", "beta", "nll"]),
+              help="Draw only this panel (repeatable; default: every panel the runs have data "
+                   "for).")
+@click.option("--ylim", default=None, metavar="LOW,HIGH",
+              help="The loss panel's range, linear (e.g. 1.3,3), instead of a log axis chosen "
+                   "when the curves span more than 20x.")
+def plot(run_dirs: tuple[str, ...], out: str | None, x_axis: str, bits: bool,
+         panels: tuple[str, ...], ylim: str | None) -> None:
+    """Plot training curves (loss, KL, β and learning rate, validation NLL) against the epoch
+    or the wall-clock.
 
     One run: RUN/curves.png. Several: overlaid in one figure, one colour per run, named by
     folder. Prints the file written. Example: lnf plot runs/jsb-afaf runs/jsb-lstm --out jsb.png
@@ -638,11 +654,13 @@ def plot(run_dirs: tuple[str, ...], out: str | None) -> None:
     from pyro_lnf.errors import ConfigError
     from pyro_lnf.app.plot import CURVES, METRICS_FILE, plot_run, plot_runs
 
+    options = dict(x=x_axis, bits=bits, panels=panels or None,
+                   ylim=None if ylim is None else _range(ylim))
     try:
         if len(run_dirs) == 1:
-            written = plot_run(run_dirs[0], out=out)
+            written = plot_run(run_dirs[0], out=out, **options)
         else:
-            written = plot_runs(run_dirs, out if out is not None else CURVES)
+            written = plot_runs(run_dirs, out if out is not None else CURVES, **options)
     except UnicodeDecodeError as err:  # read_metrics reads UTF-8 text: a binary or other file
         where = next((run for run in run_dirs if _not_utf8(Path(run) / METRICS_FILE)), "RUN")
         raise ConfigError(
@@ -650,6 +668,19 @@ def plot(run_dirs: tuple[str, ...], out: str | None) -> None:
             "metrics file that lnf train wrote"
         ) from err
     click.echo(str(written))
+
+
+def _range(text: str) -> tuple[float, float]:
+    """``LOW,HIGH`` as two finite floats, LOW < HIGH (ConfigError otherwise)."""
+    from pyro_lnf.errors import ConfigError
+
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--ylim wants LOW,HIGH (two numbers), not {text!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ConfigError(f"--ylim wants finite LOW < HIGH, not {text!r}")
+    return low, high
 
 
 def _not_utf8(path) -> bool:

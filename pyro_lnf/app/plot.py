@@ -3,8 +3,10 @@
 :mod:`pyro_lnf.train` appends one JSON object per epoch to ``<run>/metrics.jsonl`` (keys such as
 ``epoch`` (from 0), ``train_loss``, ``train_kl``, ``beta``, ``lr``, ``anneal_done``,
 ``valid_loss``, ``valid_loss_beta1``, ``valid_kl``, ``valid_nll``; missing or ``null`` where
-not measured). :func:`curves_figure` draws, against the epoch as the logs count it (from 0),
-one panel per quantity the runs have:
+not measured; ``wall_s``, the training and validation seconds summed over resumes).
+:func:`curves_figure` draws, against the epoch as the logs count it (from 0) or against the
+wall-clock hours (``x="hours"``: for equal-budget comparisons), one panel per quantity the runs
+have:
 
 1. loss: training and validation loss at the epoch's β, and the validation -ELBO at β = 1
    (one curve each for the LSTM, whose loss is its exact NLL);
@@ -15,7 +17,8 @@ one panel per quantity the runs have:
 
 Losses are in nats per unit: ``-log p / Σ(T+1)`` over the split, i.e. per time step counting
 the end-of-sequence (length) term once per sequence (the paper's accounting; the sentence VAE
-divides by tokens including ``<eos>``, NVDM by words). The best epoch (the one ``best.pt``
+divides by tokens including ``<eos>``, NVDM by words), or in bits (``bits=True``: ÷ ln 2,
+the bits per character of PTB). The best epoch (the one ``best.pt``
 holds: the lowest validation -ELBO at β = 1 once annealing is done) is marked.
 
 Several runs overlay in one figure, one colour per run, named by folder in the legend.
@@ -29,12 +32,16 @@ Example::
     PosixPath('runs/jsb-afaf/curves.png')
     >>> plot_runs(["runs/jsb-afaf", "runs/jsb-lstm"], "jsb.png")  # doctest: +SKIP
     PosixPath('jsb.png')
+    >>> plot_runs(["runs/ptb-afaf", "runs/ptb-lstm"], "ptb.png",
+    ...           x="hours", bits=True, panels=["loss"])  # doctest: +SKIP
+    PosixPath('ptb.png')
 """
 
 from __future__ import annotations
 
 import math
 import os
+from typing import Literal
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,6 +56,8 @@ __all__ = [
     "CURVES",
     "METRICS_FILE",
     "UNIT_NOTE",
+    "PANEL_NAMES",
+    "X_AXES",
     "Run",
     "best_epoch",
     "curves_figure",
@@ -82,6 +91,17 @@ _PANELS: dict[str, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {
     LR: ("learning rate", "learning rate (log scale)", (("lr", "learning rate", "-"),)),
     NLL: ("validation NLL (importance-sampled)", "nats/unit", (("valid_nll", "IS NLL", "-"),)),
 }
+#: The x axes :func:`curves_figure` offers: the epoch as logged, or the wall-clock in hours.
+XAxis = Literal["epoch", "hours"]
+X_AXES: tuple[str, ...] = ("epoch", "hours")
+_X_LABELS = {"epoch": "epoch (as logged, from 0)", "hours": "wall-clock (hours)"}
+#: The panels by the names :func:`curves_figure` takes (``"beta"``: β and the learning rate,
+#: or the learning rate alone for runs without a latent).
+PANEL_NAMES: dict[str, tuple[str, ...]] = {"loss": (LOSS,), "kl": (KL,), "beta": (BETA, LR),
+                                           "nll": (NLL,)}
+#: The panels whose values are nats per unit, converted by ``bits=True``.
+_PER_UNIT = (LOSS, KL, NLL)
+
 #: A loss panel spanning more than this ratio (e.g. β = 1e-5 early on, where the -ELBO at
 #: β = 1 is 100x the loss trained) gets a log axis, so that every curve stays readable.
 _LOG_RATIO = 20.0
@@ -109,15 +129,24 @@ class Run:
     name: str
     records: list[dict[str, Any]]
 
-    def series(self, key: str) -> tuple[list[float], list[float]]:
-        """(epochs, values) where ``key`` holds a finite number; epochs as logged (from 0)."""
+    def series(self, key: str, x: XAxis = "epoch") -> tuple[list[float], list[float]]:
+        """(xs, values) where ``key`` holds a finite number: xs are the epochs as logged (from
+        0), or with ``x="hours"`` the wall-clock at each epoch's end (records without
+        ``wall_s`` left out)."""
         xs, ys = [], []
         for i, record in enumerate(self.records):
             value = _number(record.get(key))
-            if value is not None:
+            if value is None:
+                continue
+            if x == "hours":
+                seconds = _number(record.get("wall_s"))
+                if seconds is None:
+                    continue
+                xs.append(seconds / 3600)
+            else:
                 epoch = _number(record.get("epoch"))
                 xs.append(epoch if epoch is not None else float(i))
-                ys.append(value)
+            ys.append(value)
         return xs, ys
 
     @property
@@ -152,6 +181,15 @@ def best_epoch(run: Run) -> tuple[float, float] | None:
     return None if best is None else (best["epoch"], best["valid_loss_beta1"])
 
 
+def _best_x(run: Run, x: XAxis) -> float | None:
+    """Where the best epoch lies on the x axis (``None``: no best epoch, or no ``wall_s``)."""
+    best = run_records.best_epoch(run.records)
+    if best is None:
+        return None
+    return best["epoch"] if x == "epoch" else (
+        None if _number(best.get("wall_s")) is None else best["wall_s"] / 3600)
+
+
 def _panels(runs: Sequence[Run]) -> list[str]:
     """The panels the runs have data for: KL and β only for latent-variable models."""
     latent = any(run.has_latent for run in runs)
@@ -167,17 +205,32 @@ def _panels(runs: Sequence[Run]) -> list[str]:
     return panels
 
 
-def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
+def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "epoch",
+                  bits: bool = False, panels: Sequence[str] | None = None,
+                  ylim: tuple[float, float] | None = None) -> Any:
     """A :class:`matplotlib.figure.Figure` of the runs' curves (see the module docstring).
 
     One run: a colour per curve, the best epoch marked with a vertical line and a star.
     Several: a colour per run (legend: the folder names), a line style per curve, a star at
-    each run's best epoch.
+    each run's best epoch. ``x="hours"`` puts the wall-clock on the x axis, ``bits=True`` the
+    per-unit values in bits; ``panels`` (names from :data:`PANEL_NAMES`) keeps only those,
+    ``ylim`` fixes the loss panel's range (linear, so a long warm-up's huge -ELBO at β = 1
+    does not force a log axis).
 
-    :raises ConfigError: no runs, or matplotlib not installed.
+    :raises ConfigError: no runs, an unknown ``x`` or panel, a panel the runs have no data
+        for, a run with no ``wall_s`` for ``x="hours"`` (logs written before it was
+        recorded), or matplotlib not installed.
     """
     if not runs:
         raise ConfigError("no runs to plot")
+    if x not in X_AXES:
+        raise ConfigError(f"x must be one of {', '.join(X_AXES)}, not {x!r}")
+    if x == "hours":
+        for run in runs:
+            if not any(_number(record.get("wall_s")) is not None for record in run.records):
+                raise ConfigError(f"run {run.name} logged no wall_s; plot it against the epoch")
+    scale = 1 / math.log(2) if bits else 1.0
+    unit = "bits/unit" if bits else "nats/unit"
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -186,47 +239,67 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
     except ImportError as err:
         raise ConfigError("plotting needs matplotlib: pip install 'pyro-lnf[plot]'") from err
 
-    panels = _panels(runs)
+    available = _panels(runs)
+    if panels is not None:
+        unknown = [name for name in panels if name not in PANEL_NAMES]
+        if unknown:
+            raise ConfigError(f"unknown panel {unknown[0]!r}; choose from "
+                              f"{', '.join(PANEL_NAMES)}")
+        missing = [name for name in panels if not set(PANEL_NAMES[name]) & set(available)]
+        if missing:
+            raise ConfigError(f"the runs have no data for the {missing[0]} panel")
+        wanted = {panel for name in panels for panel in PANEL_NAMES[name]}
+        available = [panel for panel in available if panel in wanted]
+    panels = available
     columns = 2 if len(panels) == 4 else len(panels)
     rows = math.ceil(len(panels) / columns)
-    figure = Figure(figsize=(max(5.5, 4.6 * columns), 3.0 * rows + 0.9), dpi=80,
+    single = len(runs) == 1
+    # several runs: the shared legend below needs about 9 inches even over one panel
+    figure = Figure(figsize=(max(5.5 if single else 9.0, 4.6 * columns), 3.0 * rows + 0.9), dpi=80,
                     layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, sharex=True, squeeze=False).ravel()
     for ax in grid[len(panels):]:
         ax.set_visible(False)
-    single = len(runs) == 1
     run_colours = [f"C{i % 10}" for i in range(len(runs))]
     axes = {}
     for index, (panel, ax) in enumerate(zip(panels, grid)):
         axes[panel] = ax
         panel_title, ylabel, curves = _PANELS[panel]
+        if panel in _PER_UNIT:
+            ylabel = unit
         if panel == LOSS and not any(run.has_latent for run in runs):
             panel_title, curves = "loss (−log-likelihood)", (
                 ("train_loss", "train", "-"), ("valid_loss", "valid", "--"))
         ax.set_title(panel_title)
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if index + columns >= len(panels):  # nothing below it: it carries the epoch axis
-            ax.set_xlabel("epoch (as logged, from 0)")
+        if x == "epoch":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if index + columns >= len(panels):  # nothing below it: it carries the x axis
+            ax.set_xlabel(_X_LABELS[x])
             ax.xaxis.set_tick_params(labelbottom=True)
         ys_all = []
         for run, colour in zip(runs, run_colours):
             if panel in (KL, BETA) and not run.has_latent:
                 continue  # an LSTM among flows: it has no KL and no β
             for curve_index, (key, label, style) in enumerate(curves):
-                xs, ys = run.series(key)
+                xs, ys = run.series(key, x)
                 if not xs:
                     continue
+                if panel in _PER_UNIT:
+                    ys = [y * scale for y in ys]
                 ys_all += ys
                 ax.plot(xs, ys, linestyle=style if not single or panel == LOSS else "-",
                         color=colour if not single else f"C{curve_index}",
                         marker="o" if len(xs) < 20 else None, markersize=3,
                         label=label if single else f"{run.name}: {label}")
-        if panel == LOSS and ys_all and min(ys_all) > 0 and max(ys_all) / min(ys_all) > _LOG_RATIO:
+        if panel == LOSS and ylim is not None:
+            ax.set_ylim(*ylim)
+        elif (panel == LOSS and ys_all and min(ys_all) > 0
+              and max(ys_all) / min(ys_all) > _LOG_RATIO):
             ax.set_yscale("log")
-            ax.set_ylabel("nats/unit (log scale)")
+            ax.set_ylabel(f"{unit} (log scale)")
         if panel == LR:
             ax.set_yscale("log")
         if panel == NLL and not ys_all:
@@ -234,11 +307,11 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
                     color="grey")
         if single and len(curves) > 1:
             ax.legend(fontsize="small")
-    if BETA in axes:
+    if BETA in axes:  # the learning rate on a twin axis
         lr_axis = axes[BETA].twinx()
         lr_axis.set_ylabel("learning rate (log scale, dashed)")
         for run, colour in zip(runs, run_colours):
-            xs, lrs = run.series("lr")  # every run has one, the LSTM among flows too
+            xs, lrs = run.series("lr", x)  # every run has one, the LSTM among flows too
             if xs and all(lr > 0 for lr in lrs):
                 lr_axis.plot(xs, lrs, color="tab:red" if single else colour, linestyle="--",
                              label="learning rate")
@@ -250,20 +323,23 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
                               fontsize="small", loc="upper left")
     for run, colour in zip(runs, run_colours):
         best = best_epoch(run)
-        if best is None:
+        if best is None or LOSS not in axes:
             continue
         epoch, loss = best
-        label = f"best epoch {epoch:g}: {loss:.3f} nats/unit"
-        axes[LOSS].plot([epoch], [loss], marker="*", markersize=14, linestyle="none",
+        where = _best_x(run, x)
+        if where is None:
+            continue
+        label = f"best epoch {epoch:g}: {loss * scale:.3f} {unit}"
+        axes[LOSS].plot([where], [loss * scale], marker="*", markersize=14, linestyle="none",
                         color="gold" if single else colour, markeredgecolor="black",
                         label=label if single else f"{run.name}: {label}", zorder=5)
         if single:
             for ax in axes.values():
-                ax.axvline(epoch, color="grey", linestyle=":", linewidth=1, zorder=0)
-    if single:
+                ax.axvline(where, color="grey", linestyle=":", linewidth=1, zorder=0)
+    if single and LOSS in axes:
         axes[LOSS].legend(fontsize="small")
     else:
-        handles = [Line2D([], [], color=colour, label=_run_label(run))
+        handles = [Line2D([], [], color=colour, label=_run_label(run, scale, unit))
                    for run, colour in zip(runs, run_colours)]
         styles = [Line2D([], [], color="black", linestyle=style, label=label)
                   for key, label, style in _PANELS[LOSS][2]
@@ -272,7 +348,7 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
                              label="best epoch (lowest valid −ELBO at β = 1 after annealing)"))
         # The caption is the legend's title: a legend and a supxlabel, both at the bottom,
         # overlap under the constrained layout.
-        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
+        note = "\n".join(textwrap.wrap(_unit_note(bits), int(figure.get_figwidth() * 15)))
         figure.legend(handles=handles + styles, loc="outside lower center",
                       ncols=min(3, len(handles) + len(styles)), fontsize="small",
                       title=note, title_fontsize="small")
@@ -286,17 +362,22 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None) -> Any:
             title = f"{len(runs)} runs: " + ", ".join(run.name for run in runs)
     figure.suptitle(title, fontsize="x-large", fontweight="bold")
     if single:  # wrapped to the figure's width (about 15 characters an inch at this size)
-        note = "\n".join(textwrap.wrap(UNIT_NOTE, int(figure.get_figwidth() * 15)))
+        note = "\n".join(textwrap.wrap(_unit_note(bits), int(figure.get_figwidth() * 15)))
         figure.supxlabel(note, fontsize="small", color="dimgrey")
     return figure
 
 
-def _run_label(run: Run) -> str:
+def _unit_note(bits: bool) -> str:
+    """The caption: :data:`UNIT_NOTE`, and the conversion when the figure is in bits."""
+    return UNIT_NOTE + ("; shown in bits (÷ ln 2): bits/unit" if bits else "")
+
+
+def _run_label(run: Run, scale: float = 1.0, unit: str = "nats/unit") -> str:
     """A run's legend entry: its folder name and its best epoch."""
     best = best_epoch(run)
     if best is None:
         return f"{run.name} (no best epoch yet)"
-    return f"{run.name} (best: {best[1]:.3f} nats/unit, epoch {best[0]:g})"
+    return f"{run.name} (best: {best[1] * scale:.3f} {unit}, epoch {best[0]:g})"
 
 
 def _save(figure: Any, target: Path) -> Path:
@@ -305,22 +386,26 @@ def _save(figure: Any, target: Path) -> Path:
     return target
 
 
-def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Overlay the curves of several run directories in one figure, written to ``out``.
+def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
+              **options: Any) -> Path:
+    """Overlay the curves of several run directories in one figure, written to ``out``
+    (``options``: ``x``, ``bits``, ``panels``, ``ylim`` as in :func:`curves_figure`).
 
     :raises ConfigError: a missing run directory or a missing or corrupt ``metrics.jsonl``
-        (naming it), or matplotlib not installed.
+        (naming it), a run with no wall-clock for ``x="hours"``, or matplotlib not installed.
     """
     runs = [read_run(run_dir) for run_dir in run_dirs]
-    return _save(curves_figure(runs), Path(out))
+    return _save(curves_figure(runs, **options), Path(out))
 
 
-def plot_run(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None) -> Path:
-    """Draw the training curves of ``run_dir`` into ``<run_dir>/curves.png`` (or ``out``).
+def plot_run(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,
+             **options: Any) -> Path:
+    """Draw the training curves of ``run_dir`` into ``<run_dir>/curves.png`` (or ``out``;
+    ``options`` as in :func:`curves_figure`).
 
-    :raises ConfigError: no run directory, a missing or corrupt ``metrics.jsonl``, or
-        matplotlib not installed.
+    :raises ConfigError: no run directory, a missing or corrupt ``metrics.jsonl``, no
+        wall-clock for ``x="hours"``, or matplotlib not installed.
     """
     run = read_run(run_dir)
     target = Path(out) if out is not None else Path(run_dir) / CURVES
-    return _save(curves_figure([run]), target)
+    return _save(curves_figure([run], **options), target)

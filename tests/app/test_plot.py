@@ -4,12 +4,15 @@ legends, checked through matplotlib's objects (Agg canvas, no pixels compared)."
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
 import matplotlib.image
+import pytest
 
 from pyro_lnf.app.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
+from pyro_lnf.errors import ConfigError
 from helpers import run_lnf
 
 matplotlib.use("Agg")
@@ -169,3 +172,86 @@ def test_runs_without_latent_or_lr_have_just_the_loss_panel():
     run = Run("bare", [{"epoch": 0, "train_loss": 2.0}, {"epoch": 1, "train_loss": 1.5}])
     panels = visible_axes(curves_figure([run]))
     assert list(panels) == ["loss (−log-likelihood)"]
+
+
+def with_wall_clock(run: Path, hours_per_epoch: float) -> Path:
+    """Add ``wall_s`` (seconds summed over resumes, as lnf train logs it) to each record."""
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        record["wall_s"] = 3600 * hours_per_epoch * (record["epoch"] + 1)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run
+
+
+def test_hours_axis_places_each_epoch_at_its_wall_clock(tmp_path):
+    fast = read_run(with_wall_clock(write_metrics(tmp_path / "fast", epochs=6), 0.25))
+    slow = read_run(with_wall_clock(write_metrics(tmp_path / "slow", epochs=6), 1.0))
+    figure = curves_figure([fast, slow], x="hours")
+    loss = visible_axes(figure)["loss"]
+    curves = {line.get_label(): line.get_xdata() for line in loss.get_lines()}
+    assert list(curves["fast: train (β of the epoch)"]) == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    assert list(curves["slow: train (β of the epoch)"]) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    stars = [line for line in loss.get_lines() if line.get_marker() == "*"]
+    assert sorted(star.get_xdata()[0] for star in stars) == [1.25, 5.0]  # best: epoch 4
+    assert any(ax.get_xlabel() == "wall-clock (hours)" for ax in figure.axes)
+
+
+def test_bits_divides_the_per_unit_panels_by_ln2(tmp_path):
+    run = read_run(write_metrics(tmp_path / "ptb-afaf", epochs=6))
+    nats, bits = curves_figure([run]), curves_figure([run], bits=True)
+    for title in ("loss", "KL(q(z|x) ‖ p(z))", "validation NLL (importance-sampled)"):
+        assert visible_axes(bits)[title].get_ylabel().startswith("bits/unit")
+        def curves(figure):  # not the best epoch's vertical rule
+            return [line for line in visible_axes(figure)[title].get_lines()
+                    if not line.get_label().startswith("_")]
+
+        assert len(curves(bits)) == len(curves(nats)) > 0
+        for a, b in zip(curves(nats), curves(bits)):
+            assert list(b.get_xdata()) == list(a.get_xdata())
+            assert b.get_ydata() == pytest.approx([y / math.log(2) for y in a.get_ydata()])
+    beta = "KL weight β and learning rate"
+    assert [list(line.get_ydata()) for line in visible_axes(bits)[beta].get_lines()] == [
+        list(line.get_ydata()) for line in visible_axes(nats)[beta].get_lines()]
+    assert "best epoch 4: 4.328 bits/unit" in [
+        t.get_text() for t in visible_axes(bits)["loss"].get_legend().get_texts()]
+
+
+def test_lnf_plot_hours_and_bits(tmp_path, monkeypatch, capsys):
+    timed = with_wall_clock(write_metrics(tmp_path / "timed"), 0.5)
+    code, stdout, err = run_lnf(monkeypatch, capsys, "plot", str(timed), "--x", "hours",
+                                "--bits", "--out", str(tmp_path / "t.png"))
+    assert code == 0, err
+    assert stdout.strip() == str(tmp_path / "t.png") and (tmp_path / "t.png").is_file()
+    untimed = write_metrics(tmp_path / "untimed")
+    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(timed), str(untimed), "--x", "hours")
+    assert code != 0 and err.strip() == (
+        "error: run untimed logged no wall_s; plot it against the epoch")
+    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(timed), "--x", "minutes")
+    assert code != 0 and len(err.strip().splitlines()) == 1
+
+
+def test_panels_and_ylim_choose_what_is_drawn(tmp_path):
+    run = read_run(write_metrics(tmp_path / "jsb-afaf", epochs=6))
+    figure = curves_figure([run], panels=["loss", "nll"], ylim=(1.5, 3.5))
+    panels = visible_axes(figure)
+    assert list(panels) == ["loss", "validation NLL (importance-sampled)"]
+    assert panels["loss"].get_ylim() == (1.5, 3.5) and panels["loss"].get_yscale() == "linear"
+    assert curves_figure([run]).axes[0].get_yscale() == "linear"  # spans < 20x: linear anyway
+    lstm = read_run(write_metrics(tmp_path / "jsb-lstm", lstm=True, nll=False))
+    assert list(visible_axes(curves_figure([lstm], panels=["beta"]))) == ["learning rate"]
+    for bad, message in ((["kl"], "no data for the kl panel"), (["nll"], "no data for the nll"),
+                         (["pixels"], "unknown panel 'pixels'")):
+        with pytest.raises(ConfigError, match=message):
+            curves_figure([lstm], panels=bad)
+
+
+def test_lnf_plot_panel_and_bad_ylim(tmp_path, monkeypatch, capsys):
+    run = write_metrics(tmp_path / "run")
+    code, _, err = run_lnf(monkeypatch, capsys, "plot", str(run), "--panel", "loss", "--panel",
+                           "kl", "--ylim", "0.5,4")
+    assert code == 0, err
+    for bad in ("4,0.5", "1", "a,b", "nan,2", "1,2,3"):
+        code, _, err = run_lnf(monkeypatch, capsys, "plot", str(run), "--ylim", bad)
+        assert code != 0 and err.strip().splitlines() == [
+            err.strip()] and "--ylim wants" in err, (bad, err)
