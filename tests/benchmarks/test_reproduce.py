@@ -91,6 +91,38 @@ def test_budget_ends_each_model_after_the_epoch_that_spends_it_then_rerun_resume
     assert row((tmp_path / "results.md").read_text(), "AF/AF")[4].startswith(f"{reached + 1} (")
 
 
+def test_evaluation_resumes_its_partial_file_and_restarts_it_for_other_options(
+        tmp_path, data_dir):
+    options = ["--models", "lstm", "--epochs", "1", "--eval-batch-size", "20"]
+    first = reproduce(tmp_path, data_dir, *options)
+    assert first.returncode == 0, first.stderr
+    partial = tmp_path / "lstm" / "test.partial"
+    lines = partial.read_text().splitlines()
+    assert len(lines) == 1 + 4  # the header, then a line per batch of 20 of the 77 pieces
+    state_path = tmp_path / "results.json"
+    state = json.loads(state_path.read_text())
+    figures = {key: value for key, value in state["models"]["lstm"].pop("evaluation")[
+        "results"].items() if key.startswith(("nll_", "elbo_"))}
+    assert figures
+    state_path.write_text(json.dumps(state))
+    partial.write_text("\n".join(lines[:3]) + "\n")  # as if stopped after two batches
+
+    second = reproduce(tmp_path, data_dir, *options)
+    assert second.returncode == 0, second.stderr
+    assert "evaluating best.pt (K = 2, resuming)" in second.stderr
+    results = json.loads(state_path.read_text())["models"]["lstm"]["evaluation"]["results"]
+    assert {key: results[key] for key in figures} == figures
+    assert partial.read_text().splitlines() == lines
+
+    # Other evaluation options: the kept batches no longer apply, and lnf evaluate would
+    # refuse the file, so it starts afresh.
+    third = reproduce(tmp_path, data_dir, *options, "--eval-batch-size", "40")
+    assert third.returncode == 0, third.stderr
+    assert "evaluating best.pt (K = 2)" in third.stderr
+    assert len(partial.read_text().splitlines()) == 1 + 2
+    assert json.loads(partial.read_text().splitlines()[0])["batch_size"] == 40
+
+
 @pytest.mark.parametrize("options", [
     ["--dataset", "mnist"],
     ["--dataset", "jsb_chorales", "--models", "afaf,rnn"],
