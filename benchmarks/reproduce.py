@@ -11,13 +11,13 @@ finished one, and re-evaluates only a checkpoint that changed. The evaluation it
 too (``lnf evaluate --partial OUT/MODEL/test.partial``: a stopped one goes on from its last
 finished batch, with the figures of an uninterrupted one); the file is started afresh when the
 checkpoint or the evaluation options change. ``--precision bf16`` evaluates in bfloat16 on
-CPUs that have it (2-3x faster, the same figures to about 1e-5 nats on the README's runs). ``--budget`` gives each model
-an equal share of the training wall-clock (``lnf train --max-time``, which counts a run's time
-over every rerun, so a stopped reproduction, e.g. at a session's end, goes on to the same
-total, and a rerun without ``--budget`` keeps each run's); a model ends after the epoch that
-spends its share, what checkpoint there is gets evaluated, and the table says
-"budget-limited" with the epochs reached (a larger ``--budget`` goes on). Evaluation time is
-not budgeted.
+CPUs that have it (2-3x faster, the same figures to about 1e-5 nats on the README's runs).
+``--budget`` gives each model an equal share of the training wall-clock (``lnf train
+--max-time``, which counts a run's time over every rerun, so a stopped reproduction, e.g. at a
+session's end, goes on to the same total, and a rerun without ``--budget`` keeps each run's);
+a model ends after the epoch that spends its share, what checkpoint there is gets evaluated,
+and the table says "budget-limited" with the epochs reached (a larger ``--budget`` goes on).
+Evaluation time is not budgeted.
 
 Usage::
 

@@ -41,12 +41,11 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Literal
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pyro_lnf import records as run_records
 from pyro_lnf.errors import ConfigError
@@ -93,7 +92,7 @@ _PANELS: dict[str, tuple[str, str, tuple[tuple[str, str, str], ...]]] = {
 }
 #: The x axes :func:`curves_figure` offers: the epoch as logged, or the wall-clock in hours.
 XAxis = Literal["epoch", "hours"]
-X_AXES: tuple[str, ...] = ("epoch", "hours")
+X_AXES: tuple[str, ...] = get_args(XAxis)
 _X_LABELS = {"epoch": "epoch (as logged, from 0)", "hours": "wall-clock (hours)"}
 #: The panels by the names :func:`curves_figure` takes (``"beta"``: β and the learning rate,
 #: or the learning rate alone for runs without a latent).
@@ -255,8 +254,8 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "
     rows = math.ceil(len(panels) / columns)
     single = len(runs) == 1
     # several runs: the shared legend below needs about 9 inches even over one panel
-    figure = Figure(figsize=(max(5.5 if single else 9.0, 4.6 * columns), 3.0 * rows + 0.9), dpi=80,
-                    layout="constrained")
+    width = max(5.5 if single else 9.0, 4.6 * columns)
+    figure = Figure(figsize=(width, 3.0 * rows + 0.9), dpi=80, layout="constrained")
     FigureCanvasAgg(figure)
     grid = figure.subplots(rows, columns, sharex=True, squeeze=False).ravel()
     for ax in grid[len(panels):]:
