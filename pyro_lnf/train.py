@@ -78,6 +78,7 @@ __all__ = [
     "TrainConfig",
     "TrainSummary",
     "epoch_seed",
+    "evenly_spaced",
     "kl_schedule",
     "make_optimizer",
     "sequence_batches",
@@ -137,8 +138,10 @@ class TrainConfig:
         updates (seed, batch size, learning rate, particles, accumulation, clipping, KL
         schedule, optimizer, max_frames) must match it, ``epochs`` may grow.
     :ivar quiet: no progress bars.
-    :ivar limit_batches: use only the first this many batches of every training epoch and of
-        validation, for quick checks (``None``: all); a trajectory option.
+    :ivar limit_batches: use only the first this many batches of every (shuffled) training
+        epoch, and this many evenly spaced validation batches (:func:`evenly_spaced`: the
+        validation batches are sorted by length, so the first ones would be the shortest
+        sequences), for quick checks and short epochs (``None``: all); a trajectory option.
     :ivar tensorboard: also log scalars to ``out/tensorboard`` (:mod:`pyro_lnf.scalars`; needs
         the ``tensorboard`` extra).
     :ivar log_every, log_minutes: off a terminal, a plain progress line every this many
@@ -318,6 +321,19 @@ def sequence_batches(
 def _batches(source: BatchSource, epoch: int) -> list[Any]:
     # Materialised: the per-batch KL interpolation needs the epoch's number of batches.
     return list(source(epoch) if callable(source) else source)
+
+
+def evenly_spaced(items: list[Any], count: int | None) -> list[Any]:
+    """``count`` items spread evenly over ``items``, in order (the middle of each of ``count``
+    equal stretches); all of them if ``count`` is ``None`` or not smaller.
+
+    >>> evenly_spaced(list(range(10)), 3)
+    [1, 5, 8]
+    """
+    n = len(items)
+    if count is None or count >= n:
+        return list(items)
+    return [items[(2 * i + 1) * n // (2 * count)] for i in range(count)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -772,7 +788,7 @@ def train(
         run = _Run(module, config, stop)
         run.start(checkpoint)
         valid = _batches(valid_batches, 0) if valid_batches is not None else []
-        valid = valid[:config.limit_batches]  # [:None]: all
+        valid = evenly_spaced(valid, config.limit_batches)
         state = run.state
         written = (start_record(run.out, module, config, record or {}, state) if run.writes
                    else None)

@@ -286,7 +286,8 @@ _DATA_DIR = click.option(
 @click.option(
     "--limit-batches",
     type=click.IntRange(1, 10**9),
-    help="Only the first N batches of each epoch and of validation (quick checks).",
+    help="Only the first N batches of each (shuffled) epoch, and N batches spread over the "
+         "length-sorted validation split (quick checks, short epochs).",
 )
 @click.option(
     "--tensorboard",

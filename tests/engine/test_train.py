@@ -27,6 +27,7 @@ from pyro_lnf.train import (
     METRICS,
     TrainConfig,
     epoch_seed,
+    evenly_spaced,
     kl_schedule,
     sequence_batches,
     train,
@@ -331,6 +332,23 @@ def test_lr_decays_on_plateau_only_after_annealing_and_keeps_adam_state(tmp_path
     # Adam's moments survive the decays: its step count is the run's.
     state = load_checkpoint(tmp_path / LAST)["optimizer"]["state"]
     assert all(s["step"].item() == summary.steps == 10 for s in state.values())
+
+
+def test_limit_batches_validates_on_batches_spread_over_the_sorted_split(monkeypatch):
+    # Validation batches come sorted by length: the first ones would be the shortest.
+    seen = []
+
+    def recording(module, batches, num_samples, **kwargs):
+        seen.append(list(batches))
+        return {"reconstruction_nats_per_unit": 1.0, "kl_nats_per_unit": 0.0,
+                "elbo_loss_nats_per_unit": 1.0}
+
+    monkeypatch.setattr("pyro_lnf.train.evaluate", recording)
+    valid = batches(sequences(10), 1)
+    train(Toy(), batches(sequences(4), 2), valid, quiet(epochs=1, limit_batches=3))
+    assert seen == [[valid[1], valid[5], valid[8]]]
+    assert evenly_spaced(valid, 1) == [valid[5]] and evenly_spaced(valid, 10) == valid
+    assert evenly_spaced(valid, None) == valid and evenly_spaced([], 3) == []
 
 
 def test_min_lr_ends_the_run_and_a_resume_with_a_lower_one_goes_on(tmp_path, monkeypatch):
