@@ -254,13 +254,20 @@ def last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "no output"
 
 
-def evaluate(args: argparse.Namespace, checkpoint: Path, partial: Path,
+def precision(args: argparse.Namespace, model: str) -> str:
+    """``--precision`` for ``model``'s evaluation: bfloat16 is for the flows (lnf refuses it
+    for the LSTM, whose exact likelihood is cheap in float32 anyway)."""
+    return args.precision if model in FLOWS else "fp32"
+
+
+def evaluate(args: argparse.Namespace, model: str, checkpoint: Path, partial: Path,
              signals: Signals) -> dict[str, Any]:
     """``lnf evaluate --json`` of ``checkpoint`` on the test split, kept batch by batch in
     ``partial`` (so a stopped evaluation resumes)."""
     command = [*LNF, "evaluate", str(checkpoint), "--split", "test", "--samples",
                str(args.samples), "--batch-size", str(args.eval_batch_size), "--device",
-               args.device, "--precision", args.precision, "--partial", str(partial), "--json"]
+               args.device, "--precision", precision(args, model), "--partial", str(partial),
+               "--json"]
     signals.child = proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
                                             stderr=subprocess.PIPE, text=True)
     try:
@@ -277,12 +284,12 @@ def evaluate(args: argparse.Namespace, checkpoint: Path, partial: Path,
     return json.loads(objects[-1])
 
 
-def fingerprint(path: Path, args: argparse.Namespace) -> dict[str, Any]:
+def fingerprint(path: Path, args: argparse.Namespace, model: str) -> dict[str, Any]:
     """What an evaluation depends on: the checkpoint file and the evaluation options."""
     stat = path.stat()
     return {"checkpoint": path.name, "mtime_ns": stat.st_mtime_ns, "size": stat.st_size,
             "samples": args.samples, "batch_size": args.eval_batch_size,
-            "precision": args.precision}
+            "precision": precision(args, model)}
 
 
 def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dict[str, Any],
@@ -309,7 +316,7 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
     if checkpoint is None:
         entry.pop("evaluation", None)
         return
-    key = fingerprint(checkpoint, args)
+    key = fingerprint(checkpoint, args, model)
     if entry.get("evaluation", {}).get("key") == key:
         print(f"{model}: {checkpoint.name} already evaluated", file=sys.stderr)
         return
@@ -321,7 +328,7 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
           f"{', resuming' if partial.exists() else ''})", file=sys.stderr)
     start = time.monotonic()
     try:
-        results = evaluate(args, checkpoint, partial, signals)
+        results = evaluate(args, model, checkpoint, partial, signals)
     finally:  # the time spent counts, over every resume
         entry["partial_eval_s"] = entry.get("partial_eval_s", 0.0) + time.monotonic() - start
     entry["evaluation"] = {"key": key, "results": results,

@@ -123,6 +123,20 @@ def test_evaluation_resumes_its_partial_file_and_restarts_it_for_other_options(
     assert json.loads(partial.read_text().splitlines()[0])["batch_size"] == 40
 
 
+def test_bf16_is_for_the_flows_the_lstm_evaluates_in_float32(tmp_path, data_dir):
+    from pyro_lnf.nn.precision import bf16_lstm_supported
+
+    models = "afaf,lstm" if bf16_lstm_supported() else "lstm"  # an AVX2-only CPU: no bf16 LSTM
+    result = reproduce(tmp_path, data_dir, "--models", models, "--epochs", "1",
+                       "--kl-initial-zero", "0", "--kl-rampup", "0", "--precision", "bf16")
+    assert result.returncode == 0, result.stderr
+    state = json.loads((tmp_path / "results.json").read_text())["models"]
+    for model in models.split(","):
+        evaluation = state[model]["evaluation"]
+        expected = "fp32" if model == "lstm" else "bf16"
+        assert evaluation["results"]["precision"] == evaluation["key"]["precision"] == expected
+
+
 @pytest.mark.parametrize("options", [
     ["--dataset", "mnist"],
     ["--dataset", "jsb_chorales", "--models", "afaf,rnn"],
