@@ -304,10 +304,12 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
         resumed = (run / "last.pt").exists()
         print(f"{model}: {'resuming' if resumed else 'training'}"
               f"{'' if seconds is None else f' to a budget of {seconds:.0f} s'}", file=sys.stderr)
-        entry["status"], elapsed = train(args, extra, model, run, seconds, signals)
-        entry["train_s"] = entry.get("train_s", 0.0) + elapsed
+        # Recorded before training: a run stopped (SIGTERM at a session's end) and resumed at
+        # another commit names both.
         entry["devices"] = sorted({*entry.get("devices", []), args.device})
         entry["commits"] = list(dict.fromkeys([*entry.get("commits", []), git_commit()]))
+        entry["status"], elapsed = train(args, extra, model, run, seconds, signals)
+        entry["train_s"] = entry.get("train_s", 0.0) + elapsed
         records = read_metrics(run)
     entry["epochs"] = len(records)
     entry["target_epochs"] = args.epochs

@@ -156,6 +156,11 @@ def test_failed_lnf_is_one_line(tmp_path, data_dir):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: lnf train for lstm failed")
     assert "Traceback" not in result.stderr
+    # What ran is recorded even for a training that did not end (failed, or stopped).
+    entry = json.loads((tmp_path / "results.json").read_text())["models"]["lstm"]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                          text=True).stdout.strip()
+    assert entry["devices"] == ["cpu"] and entry["commits"][0].split("+")[0] == head
 
 
 needs_bash = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
