@@ -180,13 +180,11 @@ def best_epoch(run: Run) -> tuple[float, float] | None:
     return None if best is None else (best["epoch"], best["valid_loss_beta1"])
 
 
-def _best_x(run: Run, x: XAxis) -> float | None:
-    """Where the best epoch lies on the x axis (``None``: no best epoch, or no ``wall_s``)."""
-    best = run_records.best_epoch(run.records)
-    if best is None:
-        return None
-    return best["epoch"] if x == "epoch" else (
-        None if _number(best.get("wall_s")) is None else best["wall_s"] / 3600)
+def _best_x(best: dict[str, Any], x: XAxis) -> float | None:
+    """Where the best epoch's record lies on the x axis (``None``: no ``wall_s``)."""
+    if x == "epoch":
+        return best["epoch"]
+    return None if _number(best.get("wall_s")) is None else best["wall_s"] / 3600
 
 
 def _panels(runs: Sequence[Run]) -> list[str]:
@@ -321,11 +319,11 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "
             axes[BETA].legend(lines, ["β (left axis)", "learning rate (right axis)"][:len(lines)],
                               fontsize="small", loc="upper left")
     for run, colour in zip(runs, run_colours):
-        best = best_epoch(run)
+        best = run_records.best_epoch(run.records)
         if best is None or LOSS not in axes:
             continue
-        epoch, loss = best
-        where = _best_x(run, x)
+        epoch, loss = best["epoch"], best["valid_loss_beta1"]
+        where = _best_x(best, x)
         if where is None:
             continue
         label = f"best epoch {epoch:g}: {loss * scale:.3f} {unit}"
@@ -335,6 +333,8 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "
         if single:
             for ax in axes.values():
                 ax.axvline(where, color="grey", linestyle=":", linewidth=1, zorder=0)
+    # The caption, wrapped to the figure's width (about 15 characters an inch at this size).
+    note = "\n".join(textwrap.wrap(_unit_note(bits), int(figure.get_figwidth() * 15)))
     if single and LOSS in axes:
         axes[LOSS].legend(fontsize="small")
     else:
@@ -347,7 +347,6 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "
                              label="best epoch (lowest valid −ELBO at β = 1 after annealing)"))
         # The caption is the legend's title: a legend and a supxlabel, both at the bottom,
         # overlap under the constrained layout.
-        note = "\n".join(textwrap.wrap(_unit_note(bits), int(figure.get_figwidth() * 15)))
         figure.legend(handles=handles + styles, loc="outside lower center",
                       ncols=min(3, len(handles) + len(styles)), fontsize="small",
                       title=note, title_fontsize="small")
@@ -360,8 +359,7 @@ def curves_figure(runs: Sequence[Run], *, title: str | None = None, x: XAxis = "
         else:
             title = f"{len(runs)} runs: " + ", ".join(run.name for run in runs)
     figure.suptitle(title, fontsize="x-large", fontweight="bold")
-    if single:  # wrapped to the figure's width (about 15 characters an inch at this size)
-        note = "\n".join(textwrap.wrap(_unit_note(bits), int(figure.get_figwidth() * 15)))
+    if single:
         figure.supxlabel(note, fontsize="small", color="dimgrey")
     return figure
 
