@@ -25,14 +25,18 @@ import argparse
 import math
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from pyro_lnf.models.baseline import LSTMBaseline
-from pyro_lnf.models.lnf import LatentFlowModel
-from pyro_lnf.nn.devices import resolve_device
-from pyro_lnf.sample import sample_sequences
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyro_lnf.models.baseline import LSTMBaseline  # noqa: E402
+from pyro_lnf.models.lnf import LatentFlowModel  # noqa: E402
+from pyro_lnf.nn.devices import resolve_device  # noqa: E402
+from pyro_lnf.sample import sample_sequences  # noqa: E402
 
 MODELS = ("lstm", "afaf", "afscf", "iafscf")
 LABELS = {"lstm": "LSTM", "afaf": "AF/AF", "afscf": "AF/SCF", "iafscf": "IAF/SCF"}

@@ -14,13 +14,17 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
-import pyro_lnf.transforms as T
-from pyro_lnf.transforms.nlsq import _NLSQ_A
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pyro_lnf.transforms as T  # noqa: E402
+from pyro_lnf.transforms.nlsq import _NLSQ_A  # noqa: E402
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
