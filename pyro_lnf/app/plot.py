@@ -379,7 +379,9 @@ def _run_label(run: Run, scale: float = 1.0, unit: str = "nats/unit") -> str:
 
 def _save(figure: Any, target: Path) -> Path:
     with atomic_write(target, "wb") as f:
-        figure.savefig(f, format="png")
+        # "tight" grows the image to what is drawn: a legend of several runs with long folder
+        # names is wider than the figure, and the constrained layout cannot widen the figure.
+        figure.savefig(f, format="png", bbox_inches="tight")
     return target
 
 

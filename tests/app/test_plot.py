@@ -144,6 +144,22 @@ def test_lnf_plot_several_runs_writes_one_overlay(tmp_path, monkeypatch, capsys)
     assert not (a / "curves.png").exists() and not (b / "curves.png").exists()
 
 
+def test_a_legend_wider_than_the_figure_is_saved_whole(tmp_path, monkeypatch, capsys):
+    # Four runs with long folder names: the legend's three columns are wider than the figure,
+    # so a plain savefig would cut its right-hand column off.
+    names = [f"a-long-run-folder-name-{i}-for-the-legend" for i in range(4)]
+    runs = [write_metrics(tmp_path / name, epochs=6) for name in names]
+    legend = curves_figure([read_run(run) for run in runs], panels=["loss"]).legends[0]
+    renderer = legend.figure.canvas.get_renderer()
+    legend_width = legend.get_window_extent(renderer).width
+    assert legend_width > legend.figure.bbox.width  # the case this test is about
+    out = tmp_path / "wide.png"
+    code, _, err = run_lnf(monkeypatch, capsys, "plot", *map(str, runs), "--panel", "loss",
+                           "--out", str(out))
+    assert code == 0, err
+    assert matplotlib.image.imread(out).shape[1] >= legend_width
+
+
 def test_lnf_plot_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):
     def error(*args: str) -> str:
         code, _, err = run_lnf(monkeypatch, capsys, "plot", *args)
