@@ -198,6 +198,22 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty.strip() else "")
 
 
+def run_commits(run: Path) -> list[str]:
+    """The commits the run's own record names (``run.json``: the first training's, then each
+    resume's), short and marked ``+dirty`` as :func:`git_commit` marks them; [] without one.
+    A run begun by hand, or at another checkout and moved, is credited to all of its code."""
+    try:
+        record = json.loads((run / "run.json").read_text())
+    except (OSError, ValueError):
+        return []
+    commits = []
+    for part in [record, *record.get("resumed", [])]:
+        commit = part.get("git_commit")
+        if isinstance(commit, str) and commit:
+            commits.append(commit[:7] + ("+dirty" if part.get("git_dirty") else ""))
+    return list(dict.fromkeys(commits))
+
+
 def read_metrics(run: Path) -> list[dict[str, Any]]:
     """The run's per-epoch records (``metrics.jsonl``; none yet: [])."""
     path = run / "metrics.jsonl"
@@ -311,6 +327,7 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
         entry["status"], elapsed = train(args, extra, model, run, seconds, signals)
         entry["train_s"] = entry.get("train_s", 0.0) + elapsed
         records = read_metrics(run)
+    entry["commits"] = run_commits(run) or entry.get("commits", [])
     entry["epochs"] = len(records)
     entry["target_epochs"] = args.epochs
     entry["metrics_wall_s"] = records[-1]["wall_s"] if records else 0.0

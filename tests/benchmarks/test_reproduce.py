@@ -137,6 +137,25 @@ def test_bf16_is_for_the_flows_the_lstm_evaluates_in_float32(tmp_path, data_dir)
         assert evaluation["results"]["precision"] == evaluation["key"]["precision"] == expected
 
 
+def test_commits_are_those_the_run_recorded(tmp_path, data_dir):
+    # A run begun at another commit (by hand, or in another checkout) and resumed here: the
+    # table names the commits of its run.json, not only the one reproduce.py runs at.
+    options = ["--models", "lstm", "--epochs", "1"]
+    assert reproduce(tmp_path, data_dir, *options).returncode == 0
+    record_path = tmp_path / "lstm" / "run.json"
+    record = json.loads(record_path.read_text())
+    record["git_commit"], record["git_dirty"] = "0123456789abcdef", False
+    record["resumed"] = [{"git_commit": record["git_commit"], "git_dirty": True},
+                         {"git_commit": "fedcba9876543210" + "0" * 24, "git_dirty": False}]
+    record_path.write_text(json.dumps(record))
+    second = reproduce(tmp_path, data_dir, *options)
+    assert second.returncode == 0, second.stderr
+    entry = json.loads((tmp_path / "results.json").read_text())["models"]["lstm"]
+    assert entry["commits"] == ["0123456", "0123456+dirty", "fedcba9"]
+    assert row((tmp_path / "results.md").read_text(), "LSTM (exact)")[7] == \
+        "0123456, 0123456+dirty, fedcba9"
+
+
 @pytest.mark.parametrize("options", [
     ["--dataset", "mnist"],
     ["--dataset", "jsb_chorales", "--models", "afaf,rnn"],
