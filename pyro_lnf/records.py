@@ -43,6 +43,7 @@ from pyro_lnf.io import atomic_write
 __all__ = [
     "EVALUATIONS",
     "RUN_RECORD",
+    "distinct_names",
     "read_config",
     "read_run",
     "record_evaluation",
@@ -341,6 +342,27 @@ def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict[st
 # lnf runs
 
 
+def distinct_names(folders: list[str | os.PathLike]) -> list[str]:
+    """Each run folder's name, with as many of its parent folders as it takes to tell it from
+    the others': ``runs/repro-jsb/afaf`` and ``runs/repro-piano/afaf`` are ``repro-jsb/afaf``
+    and ``repro-piano/afaf``, a name no other folder shares stays bare (``lnf runs``, and the
+    legend of ``lnf plot``)."""
+    paths = [Path(folder).resolve().parts for folder in folders]
+
+    def tail(parts: tuple[str, ...], depth: int) -> str:
+        return Path(*parts[-depth:]).as_posix()
+
+    names = []
+    for i, parts in enumerate(paths):
+        depth = 1
+        while depth < len(parts) and any(
+            j != i and tail(other, depth) == tail(parts, depth) for j, other in enumerate(paths)
+        ):
+            depth += 1
+        names.append(tail(parts, depth))
+    return names
+
+
 def summarize_run(folder: str | os.PathLike) -> dict[str, Any]:
     """One run's figures for :func:`runs_table`: model, dataset, epochs done (and planned),
     best validation −ELBO (β = 1, the best.pt rule) and its epoch, best validation IS NLL,
@@ -424,10 +446,13 @@ def runs_table(summaries: list[dict[str, Any]]):
         table.add_column(header, justify="left" if header in ("model", "data") else "right",
                          no_wrap=True, min_width=width)
     for s in summaries:
+        run = s["run"]
+        if "/" in run and len(run) > _RUN_WIDTH:  # parents told it apart: keep the last part
+            run = "…" + run[1 - _RUN_WIDTH:]
         epochs = str(s["epochs"]) + (f"/{s['planned']}" if s["planned"] is not None else "")
         valid = "-" if s["best_valid"] is None else f"{s['best_valid']:.3f} ({s['best_epoch']})"
         table.add_row(
-            s["run"], s["model"], _SHORT_DATASETS.get(s["dataset"], s["dataset"]), epochs, valid,
+            run, s["model"], _SHORT_DATASETS.get(s["dataset"], s["dataset"]), epochs, valid,
             "-" if s["best_nll"] is None else f"{s['best_nll']:.3f}",
             "-" if s["test_nll"] is None else f"{s['test_nll']:.3f}"
             + ("" if s["test_checkpoint"] in ("best.pt", None) else "*"),

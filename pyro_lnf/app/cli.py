@@ -493,7 +493,9 @@ def _record_evaluation(checkpoint: str, results: dict) -> None:
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
 def runs(run_dirs: tuple[str, ...]) -> None:
     """One table of several runs: model, dataset, epochs, best validation figures, test NLL
-    (when `lnf evaluate` was run on a checkpoint in the folder) and wall-clock.
+    (when `lnf evaluate` was run on a checkpoint in the folder) and wall-clock. A run is named
+    by its folder, with its parents where two folders share a name (runs/repro-jsb/afaf and
+    runs/repro-piano/afaf are repro-jsb/afaf and repro-piano/afaf).
 
     A folder that is not a run gets one line on stderr (and exit status 1) after the table.
 
@@ -502,12 +504,12 @@ def runs(run_dirs: tuple[str, ...]) -> None:
     from rich.console import Console
 
     from pyro_lnf.errors import ConfigError
-    from pyro_lnf.records import runs_table, summarize_run
+    from pyro_lnf.records import distinct_names, runs_table, summarize_run
 
     summaries, errors = [], []
-    for folder in run_dirs:
+    for folder, name in zip(run_dirs, distinct_names(list(run_dirs)), strict=True):
         try:
-            summaries.append(summarize_run(folder))
+            summaries.append({**summarize_run(folder), "run": name})
         except ConfigError as err:
             errors.append(str(err))
     if summaries:

@@ -21,7 +21,8 @@ divides by tokens including ``<eos>``, NVDM by words), or in bits (``bits=True``
 the bits per character of PTB). The best epoch (the one ``best.pt``
 holds: the lowest validation -ELBO at β = 1 once annealing is done) is marked.
 
-Several runs overlay in one figure, one colour per run, named by folder in the legend.
+Several runs overlay in one figure, one colour per run, named by folder in the legend (with
+its parents where two folders share a name).
 
 Needs matplotlib (``pip install 'pyro-lnf[plot]'``); it is used without ``pyplot``, so no
 backend or global figure state is touched.
@@ -64,6 +65,7 @@ __all__ = [
     "plot_runs",
     "read_metrics",
     "read_run",
+    "read_runs",
 ]
 
 METRICS_FILE = "metrics.jsonl"
@@ -170,6 +172,16 @@ def read_run(run_dir: str | os.PathLike) -> Run:
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
     return Run(run_dir.resolve().name, read_metrics(run_dir / METRICS_FILE))
+
+
+def read_runs(run_dirs: Sequence[str | os.PathLike]) -> list[Run]:
+    """The :class:`Run` of each directory, named by its folder and, where two folders share a
+    name, by as many parents as tell them apart (``repro-jsb/afaf``, ``repro-piano/afaf``).
+
+    :raises ConfigError: as :func:`read_run`.
+    """
+    names = run_records.distinct_names(list(run_dirs))
+    return [Run(name, read_run(run_dir).records) for run_dir, name in zip(run_dirs, names)]
 
 
 def best_epoch(run: Run) -> tuple[float, float] | None:
@@ -393,8 +405,7 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike,
     :raises ConfigError: a missing run directory or a missing or corrupt ``metrics.jsonl``
         (naming it), a run with no wall-clock for ``x="hours"``, or matplotlib not installed.
     """
-    runs = [read_run(run_dir) for run_dir in run_dirs]
-    return _save(curves_figure(runs, **options), Path(out))
+    return _save(curves_figure(read_runs(run_dirs), **options), Path(out))
 
 
 def plot_run(run_dir: str | os.PathLike, *, out: str | os.PathLike | None = None,

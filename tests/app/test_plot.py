@@ -11,7 +11,7 @@ import matplotlib
 import matplotlib.image
 import pytest
 
-from pyro_lnf.app.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run
+from pyro_lnf.app.plot import UNIT_NOTE, Run, best_epoch, curves_figure, read_run, read_runs
 from pyro_lnf.errors import ConfigError
 from helpers import run_lnf
 
@@ -158,6 +158,15 @@ def test_a_legend_wider_than_the_figure_is_saved_whole(tmp_path, monkeypatch, ca
                            "--out", str(out))
     assert code == 0, err
     assert matplotlib.image.imread(out).shape[1] >= legend_width
+
+
+def test_overlay_of_same_named_folders_names_their_parents(tmp_path):
+    runs = [write_metrics(tmp_path / "repro-jsb" / "afaf"),
+            write_metrics(tmp_path / "repro-piano" / "afaf", lstm=True)]
+    assert [run.name for run in map(read_run, runs)] == ["afaf", "afaf"]
+    named = read_runs(runs)
+    assert [run.name for run in named] == ["repro-jsb/afaf", "repro-piano/afaf"]
+    assert curves_figure(named).get_suptitle() == "2 runs: repro-jsb/afaf, repro-piano/afaf"
 
 
 def test_lnf_plot_bad_inputs_are_one_line(tmp_path, monkeypatch, capsys):

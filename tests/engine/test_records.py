@@ -13,6 +13,7 @@ import torch
 
 from pyro_lnf.app import cli
 from pyro_lnf.checkpoint import load_checkpoint
+from pyro_lnf.records import distinct_names
 
 TINY = [
     "--hidden-size", "8", "--latent-dim", "4", "--flow-layers", "1", "--epochs", "1",
@@ -103,6 +104,26 @@ def test_config_repeats_a_run_bit_for_bit(tmp_path, monkeypatch, capsys):
     assert rows["a"][7] == f"{test_nll:.3f}"
     b_row = next(v for k, v in rows.items() if k.startswith("b-with"))
     assert b_row[0].endswith("…") and b_row[1:4] == ["afscf", "jsb", "1/1"] and b_row[7] == "-"
+
+
+def test_distinct_names_add_parents_only_where_names_collide(tmp_path):
+    folders = [tmp_path / "repro-jsb" / "afaf", tmp_path / "repro-piano" / "afaf",
+               tmp_path / "repro-jsb" / "lstm", tmp_path / "x" / "a" / "b", tmp_path / "y" / "b"]
+    assert distinct_names(folders) == ["repro-jsb/afaf", "repro-piano/afaf", "lstm", "a/b", "y/b"]
+    assert distinct_names([tmp_path / "run", tmp_path / "run"]) == [tmp_path.as_posix() + "/run"] * 2
+
+
+def test_lnf_runs_tells_same_named_folders_apart(tmp_path, monkeypatch, capsys):
+    # reproduce.py's layout: runs/repro-DATASET/MODEL, so two datasets' runs share names.
+    folders = [tmp_path / "repro-jsb" / "afaf", tmp_path / "repro-nottingham-priors" / "afaf"]
+    for folder in folders:
+        folder.mkdir(parents=True)
+        (folder / "metrics.jsonl").write_text(
+            json.dumps({"epoch": 0, "valid_loss_beta1": 7.0, "wall_s": 60.0}) + "\n")
+    assert lnf(monkeypatch, "runs", *folders) == 0
+    first = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+             if "7.000" in line]
+    assert first == ["repro-jsb/afaf", "…ngham-priors/afaf"]  # the last part kept whole
 
 
 @pytest.mark.parametrize("content, says", [
