@@ -99,6 +99,11 @@ class Failure(Exception):
         self.status = status
 
 
+class StalePartial(Failure):
+    """``lnf evaluate`` refused the kept ``--partial`` file: it was begun under settings that
+    :func:`fingerprint` does not see (another CPU thread count, library version or device)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, not argparse's usage block
         raise Failure(f"{message} (see --help)", 2)
@@ -293,6 +298,8 @@ def evaluate(args: argparse.Namespace, model: str, checkpoint: Path, partial: Pa
     signals.check()
     if proc.returncode != 0:
         message = err.strip().splitlines()[-1] if err.strip() else "no output"
+        if "holds results of another evaluation" in message:
+            raise StalePartial(message)
         raise Failure(f"lnf evaluate {checkpoint} failed (exit {proc.returncode}): {message}")
     objects = [line for line in out.splitlines() if line.startswith("{")]
     if not objects:
@@ -347,7 +354,12 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
           f"{', resuming' if partial.exists() else ''})", file=sys.stderr)
     start = time.monotonic()
     try:
-        results = evaluate(args, model, checkpoint, partial, signals)
+        try:
+            results = evaluate(args, model, checkpoint, partial, signals)
+        except StalePartial as err:  # its figures cannot be resumed here: start afresh
+            print(f"{model}: {err}; evaluating afresh", file=sys.stderr)
+            partial.unlink()
+            results = evaluate(args, model, checkpoint, partial, signals)
     finally:  # the time spent counts, over every resume
         entry["partial_eval_s"] = entry.get("partial_eval_s", 0.0) + time.monotonic() - start
     entry["evaluation"] = {"key": key, "results": results,

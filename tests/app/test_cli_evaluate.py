@@ -92,6 +92,20 @@ def test_another_evaluation_into_the_same_file_is_one_line(checkpoint, tmp_path,
                           "seed 0 (now 1)")
 
 
+def test_a_resume_with_another_cpu_thread_count_is_one_line(checkpoint, tmp_path, lnf):
+    # The kernels split their sums by thread: the figures would not be an uninterrupted run's.
+    threads, partial = torch.get_num_threads(), tmp_path / "valid.partial.jsonl"
+    try:
+        torch.set_num_threads(1)
+        code, _, err = lnf("evaluate", checkpoint, *EVALUATE, "--partial", partial)
+        assert code == 0, err
+        torch.set_num_threads(2)
+        code, _, err = lnf("evaluate", checkpoint, *EVALUATE, "--partial", partial)
+    finally:
+        torch.set_num_threads(threads)
+    assert_one_line_error(code, err, "holds results of another evaluation: cpu_threads 1 (now 2)")
+
+
 def test_a_vae_is_refused_in_one_line(tmp_path, lnf):
     path = save_checkpoint(tmp_path / "nvdm.pt",
                            module=NVDM(50, latent_dim=2, hidden_size=8, dataset="20news"))

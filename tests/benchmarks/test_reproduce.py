@@ -156,6 +156,25 @@ def test_commits_are_those_the_run_recorded(tmp_path, data_dir):
         "0123456, 0123456+dirty, fedcba9"
 
 
+def test_a_partial_evaluation_begun_under_other_settings_restarts(tmp_path, data_dir):
+    # reproduce.py's own key (checkpoint, options) matches, but lnf evaluate refuses the kept
+    # file (here: begun with another CPU thread count): the evaluation starts afresh.
+    options = ["--models", "lstm", "--epochs", "1"]
+    assert reproduce(tmp_path, data_dir, *options).returncode == 0
+    state = json.loads((tmp_path / "results.json").read_text())
+    first = state["models"]["lstm"].pop("evaluation")["results"]
+    (tmp_path / "results.json").write_text(json.dumps(state))
+    partial = tmp_path / "lstm" / "test.partial"
+    header, *batches = partial.read_text().splitlines()
+    partial.write_text("\n".join([json.dumps({**json.loads(header), "cpu_threads": 99}),
+                                   *batches]) + "\n")
+    second = reproduce(tmp_path, data_dir, *options)
+    assert second.returncode == 0, second.stderr
+    assert "cpu_threads 99 (now 1); " in second.stderr and "evaluating afresh" in second.stderr
+    again = json.loads((tmp_path / "results.json").read_text())["models"]["lstm"]["evaluation"]
+    assert again["results"] == first
+
+
 @pytest.mark.parametrize("options", [
     ["--dataset", "mnist"],
     ["--dataset", "jsb_chorales", "--models", "afaf,rnn"],
