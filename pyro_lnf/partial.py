@@ -5,8 +5,8 @@ a session's end, a cluster's time limit, SIGINT. The file is JSON lines:
 
 * line 1, the header: ``"format"`` and everything the results depend on (the checkpoint's
   SHA-256, the split's content, K, the seed, the batch and chunk sizes, the precision, the
-  device type, a CPU's thread count, the library versions). A rerun whose header differs is refused, naming what
-  differs, so results of two evaluations are never mixed.
+  device type, a CPU's thread count, the library versions). A rerun whose header differs is
+  refused, naming what differs, so results of two evaluations are never mixed.
 * then one line per finished batch, ``{"batch": i, "sums": [...], "log_likelihood": [...]}``:
   the float64 sums :func:`~pyro_lnf.evaluate.evaluate` adds in batch order
   (:data:`~pyro_lnf.evaluate.BATCH_SUMS`) and each sequence's log p̂_K(x). JSON writes a
