@@ -420,7 +420,8 @@ def table(state: dict[str, Any]) -> str:
             f"{', '.join(entry.get('commits', [])) or '–'} | "
             f"{'–' if paper is None else f'{paper:.2f}'} |"
         )
-    lines += ["", "\"best N\": best.pt was saved after N epochs; wall-clock is training only."]
+    lines += ["", "\"best N\": best.pt was saved after N epochs; wall-clock is training with its "
+              "validation, over every resume."]
     return "\n".join(lines) + "\n"
 
 
