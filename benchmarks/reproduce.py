@@ -390,8 +390,8 @@ def table(state: dict[str, Any]) -> str:
         "```",
         "",
         f"| model | test NLL, {unit} / (T+1) | per {'character' if bits else 'frame'} | "
-        f"test −ELBO | epochs (best) | wall-clock | device | commit | paper |",
-        "| --- | ---: | ---: | ---: | --- | ---: | --- | --- | ---: |",
+        f"test −ELBO | epochs (best) | wall-clock | evaluation | device | commit | paper |",
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | --- | ---: |",
     ]
     for model in protocol["models"]:
         entry = state["models"].get(model, {})
@@ -413,15 +413,18 @@ def table(state: dict[str, Any]) -> str:
         else:
             epochs += " (no checkpoint)"
         wall = max(entry.get("train_s", 0.0), entry.get("metrics_wall_s", 0.0))
+        # Results of an older reproduce.py carry no time.
+        spent = evaluation.get("eval_s") if evaluation else None
         paper = PAPER[dataset].get(model)
         lines.append(
             f"| {LABELS[model]} | {' | '.join(figures)} | {epochs} | {_duration(wall)} | "
+            f"{'–' if spent is None else _duration(spent)} | "
             f"{', '.join(entry.get('devices', [])) or '–'} | "
             f"{', '.join(entry.get('commits', [])) or '–'} | "
             f"{'–' if paper is None else f'{paper:.2f}'} |"
         )
     lines += ["", "\"best N\": best.pt was saved after N epochs; wall-clock is training with its "
-              "validation, over every resume."]
+              "validation, over every resume; evaluation is the test NLL's, over every resume."]
     return "\n".join(lines) + "\n"
 
 

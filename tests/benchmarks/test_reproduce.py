@@ -47,8 +47,9 @@ def test_table_then_rerun_skips(tmp_path, data_dir):
     afaf, lstm = row(table, "AF/AF"), row(table, "LSTM (exact)")
     for cells, paper in ((afaf, "6.53"), (lstm, "8.17")):
         assert all(float(x) > 0 for x in cells[1:4])  # NLL, per frame, -ELBO
-        assert cells[4] == "1 (best 1)" and cells[6] == "cpu" and cells[8] == paper
-        assert cells[7].split("+")[0] in subprocess.run(
+        assert cells[4] == "1 (best 1)" and cells[7] == "cpu" and cells[9] == paper
+        assert cells[6].endswith(" s")  # the evaluation's time
+        assert cells[8].split("+")[0] in subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout
     state = json.loads((tmp_path / "results.json").read_text())
     assert state["models"]["lstm"]["evaluation"]["results"]["model"] == "lstm"
@@ -152,7 +153,7 @@ def test_commits_are_those_the_run_recorded(tmp_path, data_dir):
     assert second.returncode == 0, second.stderr
     entry = json.loads((tmp_path / "results.json").read_text())["models"]["lstm"]
     assert entry["commits"] == ["0123456", "0123456+dirty", "fedcba9"]
-    assert row((tmp_path / "results.md").read_text(), "LSTM (exact)")[7] == \
+    assert row((tmp_path / "results.md").read_text(), "LSTM (exact)")[8] == \
         "0123456, 0123456+dirty, fedcba9"
 
 
