@@ -101,7 +101,8 @@ class Failure(Exception):
 
 class StalePartial(Failure):
     """``lnf evaluate`` refused the kept ``--partial`` file: it was begun under settings that
-    :func:`fingerprint` does not see (another CPU thread count, library version or device)."""
+    :func:`fingerprint` does not see (another CPU thread count, library version or device).
+    The message is what differs."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,9 +212,12 @@ def run_commits(run: Path) -> list[str]:
         record = json.loads((run / "run.json").read_text())
     except (OSError, ValueError):
         return []
+    if not isinstance(record, dict):
+        return []
+    resumed = record.get("resumed")
     commits = []
-    for part in [record, *record.get("resumed", [])]:
-        commit = part.get("git_commit")
+    for part in [record, *(resumed if isinstance(resumed, list) else [])]:
+        commit = part.get("git_commit") if isinstance(part, dict) else None
         if isinstance(commit, str) and commit:
             commits.append(commit[:7] + ("+dirty" if part.get("git_dirty") else ""))
     return list(dict.fromkeys(commits))
@@ -298,8 +302,10 @@ def evaluate(args: argparse.Namespace, model: str, checkpoint: Path, partial: Pa
     signals.check()
     if proc.returncode != 0:
         message = err.strip().splitlines()[-1] if err.strip() else "no output"
-        if "holds results of another evaluation" in message:
-            raise StalePartial(message)
+        # The wording of pyro_lnf.partial's refusal (its _check_header names this use).
+        _, _, differs = message.partition("holds results of another evaluation: ")
+        if differs:
+            raise StalePartial(differs.split("; rerun with", 1)[0])
         raise Failure(f"lnf evaluate {checkpoint} failed (exit {proc.returncode}): {message}")
     objects = [line for line in out.splitlines() if line.startswith("{")]
     if not objects:
@@ -327,8 +333,8 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
         resumed = (run / "last.pt").exists()
         print(f"{model}: {'resuming' if resumed else 'training'}"
               f"{'' if seconds is None else f' to a budget of {seconds:.0f} s'}", file=sys.stderr)
-        # Recorded before training: a run stopped (SIGTERM at a session's end) and resumed at
-        # another commit names both.
+        # Recorded before training, for a training that ends before it writes run.json (whose
+        # commits replace these below).
         entry["devices"] = sorted({*entry.get("devices", []), args.device})
         entry["commits"] = list(dict.fromkeys([*entry.get("commits", []), git_commit()]))
         entry["status"], elapsed = train(args, extra, model, run, seconds, signals)
@@ -349,6 +355,7 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
     partial = run / PARTIAL
     if entry.get("partial_key") != key:  # kept for another checkpoint or other options
         partial.unlink(missing_ok=True)  # (main saves the state, even when stopped)
+        entry.pop("partial_eval_s", None)
         entry["partial_key"] = key
     print(f"{model}: evaluating {checkpoint.name} (K = {args.samples}"
           f"{', resuming' if partial.exists() else ''})", file=sys.stderr)
@@ -356,9 +363,13 @@ def run_model(args: argparse.Namespace, extra: list[str], model: str, entry: dic
     try:
         try:
             results = evaluate(args, model, checkpoint, partial, signals)
-        except StalePartial as err:  # its figures cannot be resumed here: start afresh
-            print(f"{model}: {err}; evaluating afresh", file=sys.stderr)
-            partial.unlink()
+        except StalePartial as err:  # not resumable here: set aside (hours of work), restart
+            aside = partial.with_name(partial.name + ".stale")
+            partial.replace(aside)
+            print(f"{model}: the kept evaluation differs in {err}; moved to {aside.name}, "
+                  "evaluating afresh", file=sys.stderr)
+            entry.pop("partial_eval_s", None)
+            start = time.monotonic()
             results = evaluate(args, model, checkpoint, partial, signals)
     finally:  # the time spent counts, over every resume
         entry["partial_eval_s"] = entry.get("partial_eval_s", 0.0) + time.monotonic() - start

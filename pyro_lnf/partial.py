@@ -164,6 +164,7 @@ class PartialResults:
                   for key in sorted(set(found) | set(self.header))
                   if found.get(key) != self.header.get(key)]
         if differ:
+            # benchmarks/reproduce.py reads this wording to restart such an evaluation.
             raise ConfigError(
                 f"{self.path} holds results of another evaluation: {'; '.join(differ)}; "
                 "rerun with the options it was started with, or choose another --partial file"

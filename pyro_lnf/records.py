@@ -34,6 +34,7 @@ import platform
 import shlex
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -342,21 +343,21 @@ def read_jsonl(path: str | os.PathLike, *, strict: bool = False) -> list[dict[st
 # lnf runs
 
 
-def distinct_names(folders: list[str | os.PathLike]) -> list[str]:
+def distinct_names(folders: Sequence[str | os.PathLike]) -> list[str]:
     """Each run folder's name, with as many of its parent folders as it takes to tell it from
-    the others': ``runs/repro-jsb/afaf`` and ``runs/repro-piano/afaf`` are ``repro-jsb/afaf``
-    and ``repro-piano/afaf``, a name no other folder shares stays bare (``lnf runs``, and the
-    legend of ``lnf plot``)."""
+    the other folders': ``runs/repro-jsb/afaf`` and ``runs/repro-piano/afaf`` are
+    ``repro-jsb/afaf`` and ``repro-piano/afaf``; a name no other folder shares, or a folder
+    given twice, stays bare (``lnf runs``, and the legend of ``lnf plot``)."""
     paths = [Path(folder).resolve().parts for folder in folders]
 
     def tail(parts: tuple[str, ...], depth: int) -> str:
         return Path(*parts[-depth:]).as_posix()
 
     names = []
-    for i, parts in enumerate(paths):
+    for parts in paths:
         depth = 1
         while depth < len(parts) and any(
-            j != i and tail(other, depth) == tail(parts, depth) for j, other in enumerate(paths)
+            other != parts and tail(other, depth) == tail(parts, depth) for other in paths
         ):
             depth += 1
         names.append(tail(parts, depth))
@@ -431,6 +432,20 @@ def _clock(seconds: float | None) -> str:
 _RUN_WIDTH = 18
 
 
+def _fit(name: str) -> str:
+    """A run's name cut to the run column. A name of :func:`distinct_names` differs from the
+    others in its first part and its folder, so both stay: ``seed1/…/afaf``, ``repro-not…/afaf``.
+    Plain names are left to the table, which cuts their end."""
+    if len(name) <= _RUN_WIDTH or "/" not in name:
+        return name
+    first, *_, last = name.split("/")
+    between = "/…/" if name.count("/") > 1 else "/"
+    room = _RUN_WIDTH - len(between) - len(last)
+    if room < 2:
+        return "…" + name[1 - _RUN_WIDTH:]
+    return (first if len(first) <= room else first[: room - 1] + "…") + between + last
+
+
 def runs_table(summaries: list[dict[str, Any]]):
     """A rich table of run summaries that fits 80 columns: long run names are cut with an
     ellipsis; datasets are abbreviated; figures in nats per unit."""
@@ -446,13 +461,11 @@ def runs_table(summaries: list[dict[str, Any]]):
         table.add_column(header, justify="left" if header in ("model", "data") else "right",
                          no_wrap=True, min_width=width)
     for s in summaries:
-        run = s["run"]
-        if "/" in run and len(run) > _RUN_WIDTH:  # parents told it apart: keep the last part
-            run = "…" + run[1 - _RUN_WIDTH:]
         epochs = str(s["epochs"]) + (f"/{s['planned']}" if s["planned"] is not None else "")
         valid = "-" if s["best_valid"] is None else f"{s['best_valid']:.3f} ({s['best_epoch']})"
         table.add_row(
-            run, s["model"], _SHORT_DATASETS.get(s["dataset"], s["dataset"]), epochs, valid,
+            _fit(s["run"]), s["model"], _SHORT_DATASETS.get(s["dataset"], s["dataset"]), epochs,
+            valid,
             "-" if s["best_nll"] is None else f"{s['best_nll']:.3f}",
             "-" if s["test_nll"] is None else f"{s['test_nll']:.3f}"
             + ("" if s["test_checkpoint"] in ("best.pt", None) else "*"),

@@ -507,7 +507,7 @@ def runs(run_dirs: tuple[str, ...]) -> None:
     from pyro_lnf.records import distinct_names, runs_table, summarize_run
 
     summaries, errors = [], []
-    for folder, name in zip(run_dirs, distinct_names(list(run_dirs)), strict=True):
+    for folder, name in zip(run_dirs, distinct_names(run_dirs), strict=True):
         try:
             summaries.append({**summarize_run(folder), "run": name})
         except ConfigError as err:
@@ -650,7 +650,8 @@ def plot(run_dirs: tuple[str, ...], out: str | None, x_axis: str, bits: bool,
     or the wall-clock.
 
     One run: RUN/curves.png. Several: overlaid in one figure, one colour per run, named by
-    folder. Prints the file written. Example: lnf plot runs/jsb-afaf runs/jsb-lstm --out jsb.png
+    folder (with its parents where two share a name). Prints the file written. Example:
+    lnf plot runs/jsb-afaf runs/jsb-lstm --out jsb.png
     """
     from pathlib import Path
 

@@ -180,8 +180,9 @@ def read_runs(run_dirs: Sequence[str | os.PathLike]) -> list[Run]:
 
     :raises ConfigError: as :func:`read_run`.
     """
-    names = run_records.distinct_names(list(run_dirs))
-    return [Run(name, read_run(run_dir).records) for run_dir, name in zip(run_dirs, names)]
+    names = run_records.distinct_names(run_dirs)
+    return [Run(name, read_run(run_dir).records)
+            for run_dir, name in zip(run_dirs, names, strict=True)]
 
 
 def best_epoch(run: Run) -> tuple[float, float] | None:

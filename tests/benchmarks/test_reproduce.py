@@ -171,7 +171,10 @@ def test_a_partial_evaluation_begun_under_other_settings_restarts(tmp_path, data
                                    *batches]) + "\n")
     second = reproduce(tmp_path, data_dir, *options)
     assert second.returncode == 0, second.stderr
-    assert "cpu_threads 99 (now 1); " in second.stderr and "evaluating afresh" in second.stderr
+    assert ("lstm: the kept evaluation differs in cpu_threads 99 (now 1); moved to "
+            "test.partial.stale, evaluating afresh") in second.stderr
+    assert json.loads((tmp_path / "lstm" / "test.partial.stale").read_text().splitlines()[0])[
+        "cpu_threads"] == 99  # set aside, not deleted
     again = json.loads((tmp_path / "results.json").read_text())["models"]["lstm"]["evaluation"]
     assert again["results"] == first
 

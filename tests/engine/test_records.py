@@ -110,20 +110,33 @@ def test_distinct_names_add_parents_only_where_names_collide(tmp_path):
     folders = [tmp_path / "repro-jsb" / "afaf", tmp_path / "repro-piano" / "afaf",
                tmp_path / "repro-jsb" / "lstm", tmp_path / "x" / "a" / "b", tmp_path / "y" / "b"]
     assert distinct_names(folders) == ["repro-jsb/afaf", "repro-piano/afaf", "lstm", "a/b", "y/b"]
-    assert distinct_names([tmp_path / "run", tmp_path / "run"]) == [tmp_path.as_posix() + "/run"] * 2
+    # A folder given twice (or through a symlink) is one folder: its name stays bare.
+    (tmp_path / "run").mkdir()
+    (tmp_path / "latest").symlink_to(tmp_path / "run")
+    assert distinct_names([tmp_path / "run", tmp_path / "latest", tmp_path / "run"]) == \
+        ["run"] * 3
 
 
-def test_lnf_runs_tells_same_named_folders_apart(tmp_path, monkeypatch, capsys):
-    # reproduce.py's layout: runs/repro-DATASET/MODEL, so two datasets' runs share names.
-    folders = [tmp_path / "repro-jsb" / "afaf", tmp_path / "repro-nottingham-priors" / "afaf"]
+def _metrics_only(*folders):
     for folder in folders:
         folder.mkdir(parents=True)
         (folder / "metrics.jsonl").write_text(
             json.dumps({"epoch": 0, "valid_loss_beta1": 7.0, "wall_s": 60.0}) + "\n")
-    assert lnf(monkeypatch, "runs", *folders) == 0
-    first = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-             if "7.000" in line]
-    assert first == ["repro-jsb/afaf", "…ngham-priors/afaf"]  # the last part kept whole
+    return folders
+
+
+def test_lnf_runs_tells_same_named_folders_apart(tmp_path, monkeypatch, capsys):
+    # reproduce.py's layout, runs/repro-DATASET/MODEL: two datasets' runs share names. A name
+    # too long for its column keeps what tells it apart, its first part and its folder.
+    for folders, shown in [
+        ([tmp_path / "repro-jsb" / "afaf", tmp_path / "repro-nottingham-priors" / "afaf"],
+         ["repro-jsb/afaf", "repro-nottin…/afaf"]),
+        ([tmp_path / "seed1" / "repro-nottingham" / "afaf",
+          tmp_path / "seed2" / "repro-nottingham" / "afaf"], ["seed1/…/afaf", "seed2/…/afaf"]),
+    ]:
+        assert lnf(monkeypatch, "runs", *_metrics_only(*folders)) == 0
+        assert [line.split()[0] for line in capsys.readouterr().out.splitlines()
+                if "7.000" in line] == shown
 
 
 @pytest.mark.parametrize("content, says", [
