@@ -4,8 +4,11 @@ A signal that arrived while an optimizer step was half-applied, or while a check
 being written, could not be saved from: the state would be neither before nor after the step.
 Inside :func:`deferred_signals` the first SIGINT or SIGTERM only records itself in the
 yielded :class:`StopRequest`; the training loop looks at it where its state is whole (after
-an optimizer step, between validation batches), saves, and stops. A second signal stops at
-once, without saving, for a user who will not wait.
+an optimizer step, between validation batches), saves, and stops. A second signal, a second
+or more after the first, stops at once, without saving, for a user who will not wait. One
+sooner is the first delivered twice, and is ignored: a terminal's Ctrl-C or a job scheduler
+signals a whole process group, and a launcher in it (``benchmarks/reproduce.py``, torchrun)
+forwards the same signal to the process it already reached.
 
 Example::
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -29,6 +33,9 @@ from pyro_lnf.errors import Interrupted, TrainingInterrupted
 __all__ = ["StopRequest", "StopRequested", "deferred_signals"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: Seconds after the first signal within which another is the same stop delivered twice.
+REPEAT_GRACE_S = 1.0
 
 
 class StopRequested(Exception):
@@ -69,8 +76,9 @@ def deferred_signals(
 ) -> Iterator[StopRequest]:
     """Defer SIGINT and SIGTERM inside the ``with`` body; restore the old handlers after.
 
-    A second signal raises ``interrupted`` (training's or evaluation's kind of stop), so
-    the caller's kind is what a user or a catching caller sees.
+    A second signal, :data:`REPEAT_GRACE_S` or more after the first, raises ``interrupted``
+    (training's or evaluation's kind of stop), so the caller's kind is what a user or a
+    catching caller sees; one sooner is ignored as the first delivered twice.
 
     Off the main thread (where Python cannot install handlers) signals are not deferred and
     the request never fires.
@@ -80,9 +88,14 @@ def deferred_signals(
         yield request
         return
 
+    first_at = 0.0
+
     def handle(signum: int, frame: Any) -> None:
+        nonlocal first_at
         if request.signum is None:
-            request.signum = signum
+            request.signum, first_at = signum, time.monotonic()
+            return
+        if time.monotonic() - first_at < REPEAT_GRACE_S:
             return
         raise interrupted(
             f"{signal.Signals(signum).name} again: stopped at once, without saving", signum
